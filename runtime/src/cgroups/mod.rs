@@ -1,0 +1,471 @@
+//! Container cgroups on cgroup v1, v2 and hybrid hosts, detected at run time from
+//! /proc/self/mountinfo. The v2 part is joined with CLONE_INTO_CGROUP; v1 hierarchies (which
+//! cannot do that) are joined by the child writing "0" into descriptors opened before clone.
+
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io::{self, ErrorKind};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::LinuxResources;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::sys;
+
+/// How the host mounts cgroups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    V1,
+    V2,
+    Hybrid,
+}
+
+/// One mounted v1 hierarchy and where this process sits in it.
+#[derive(Debug, Clone)]
+pub struct V1Hierarchy {
+    /// As in /proc/self/cgroup: "cpu", "cpu,cpuacct", "name=systemd".
+    pub controllers: String,
+    pub mount: PathBuf,
+    pub own: PathBuf,
+}
+
+/// The host's cgroup mounts.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub v1: Vec<V1Hierarchy>,
+    /// The cgroup2 mount and this process's cgroup in it.
+    pub unified: Option<(PathBuf, PathBuf)>,
+}
+
+impl Host {
+    pub fn detect() -> Result<Host> {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
+        let own = fs::read_to_string("/proc/self/cgroup").ctx("read", "/proc/self/cgroup")?;
+        Ok(Host::parse(&mountinfo, &own))
+    }
+
+    /// Pure parsing of mountinfo and /proc/self/cgroup, so it can be tested without a host.
+    pub fn parse(mountinfo: &str, own: &str) -> Host {
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let path = PathBuf::from(path);
+            if ctrls.is_empty() {
+                if let Some(m) = find_mount(mountinfo, |fstype, _| fstype == "cgroup2") {
+                    unified = Some((m, path));
+                }
+                continue;
+            }
+            let wanted: Vec<&str> = ctrls.split(',').collect();
+            let found = find_mount(mountinfo, |fstype, opts| {
+                fstype == "cgroup" && wanted.iter().all(|w| opts.split(',').any(|o| o == *w))
+            });
+            if let Some(mount) = found {
+                v1.push(V1Hierarchy {
+                    controllers: ctrls.to_string(),
+                    mount,
+                    own: path,
+                });
+            }
+        }
+        Host { v1, unified }
+    }
+
+    pub fn layout(&self) -> Layout {
+        match (self.v1.is_empty(), self.unified.is_some()) {
+            (true, _) => Layout::V2,
+            (false, false) => Layout::V1,
+            (false, true) => Layout::Hybrid,
+        }
+    }
+
+    /// The controllers the cgroup2 hierarchy offers.
+    fn unified_controllers(&self) -> Vec<String> {
+        let Some((mount, _)) = &self.unified else {
+            return Vec::new();
+        };
+        fs::read_to_string(mount.join("cgroup.controllers"))
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The mount point of the first mount of a hierarchy's root that `matches` (fstype, super
+/// options).
+fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let mut r = right.split(' ');
+        let (Some(fstype), Some(_src), Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        if fields.len() >= 5 && fields[3] == "/" && matches(fstype, opts) {
+            return Some(PathBuf::from(unescape_mountinfo(fields[4])));
+        }
+    }
+    None
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// A container's cgroup directories; recorded in its state so later commands need no
+/// detection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Cgroup {
+    /// (controllers, directory) per v1 hierarchy.
+    pub v1: Vec<(String, PathBuf)>,
+    pub unified: Option<PathBuf>,
+}
+
+/// Descriptors the container joins its cgroup through, opened before clone.
+pub struct Join {
+    /// For CLONE_INTO_CGROUP.
+    pub unified_dir: Option<OwnedFd>,
+    /// cgroup.procs files the child writes "0" into (all v1 ones, plus the unified one when
+    /// CLONE_INTO_CGROUP is not used).
+    pub procs: Vec<OwnedFd>,
+}
+
+fn join_path(base: &Path, own: &Path, cgroups_path: &Path) -> PathBuf {
+    let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    if cgroups_path.is_absolute() {
+        base.join(rel)
+    } else {
+        base.join(own.strip_prefix("/").unwrap_or(own)).join(rel)
+    }
+}
+
+impl Cgroup {
+    /// Where the container's cgroups go: `cgroups_path` absolute from each hierarchy's root,
+    /// relative to this process's own cgroup, or `<own>/<id>` when not given (as runc does).
+    pub fn plan(host: &Host, cgroups_path: Option<&Path>, id: &str) -> Cgroup {
+        let p = cgroups_path.map_or_else(|| PathBuf::from(id), Path::to_path_buf);
+        Cgroup {
+            v1: host
+                .v1
+                .iter()
+                .map(|h| (h.controllers.clone(), join_path(&h.mount, &h.own, &p)))
+                .collect(),
+            unified: host.unified.as_ref().map(|(m, own)| join_path(m, own, &p)),
+        }
+    }
+
+    /// Make the directories and apply `resources`. On failure, removes what it made.
+    pub fn create(&self, host: &Host, resources: Option<&LinuxResources>) -> Result<()> {
+        let r = self.create_inner(host, resources);
+        if r.is_err() {
+            let _ = self.destroy();
+        }
+        r
+    }
+
+    fn create_inner(&self, host: &Host, resources: Option<&LinuxResources>) -> Result<()> {
+        for (ctrls, dir) in &self.v1 {
+            fs::create_dir_all(dir).ctx("create cgroup", dir)?;
+            if ctrls.split(',').any(|c| c == "cpuset") {
+                v1::inherit_cpuset(dir)?;
+            }
+        }
+        if let Some(dir) = &self.unified {
+            let (mount, _) = host.unified.as_ref().expect("unified planned from host");
+            let needed = resources.map(v2::controllers_needed).unwrap_or_default();
+            let available = host.unified_controllers();
+            let enable: Vec<&str> = needed
+                .iter()
+                .copied()
+                .filter(|c| available.iter().any(|a| a == c) && !self.has_v1(c))
+                .collect();
+            v2::create_with_controllers(mount, dir, &enable)?;
+        }
+        if let Some(res) = resources {
+            self.apply(res)?;
+        }
+        Ok(())
+    }
+
+    fn has_v1(&self, controller: &str) -> bool {
+        self.v1_dir(controller).is_some()
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<&Path> {
+        self.v1
+            .iter()
+            .find(|(c, _)| c.split(',').any(|x| x == controller))
+            .map(|(_, d)| d.as_path())
+    }
+
+    /// Write `resources` to whichever hierarchy holds each controller; a limit for a
+    /// controller the host does not have is an error, not a silent skip.
+    pub fn apply(&self, res: &LinuxResources) -> Result<()> {
+        let unified_ctrls = self
+            .unified
+            .as_ref()
+            .map(|u| v2::enabled_controllers(u))
+            .unwrap_or_default();
+        for c in v2::controllers_needed(res) {
+            let v1_name = if c == "io" { "blkio" } else { c };
+            if !self.has_v1(v1_name) && !unified_ctrls.iter().any(|u| u == c) {
+                return Err(Error::Unsupported(format!(
+                    "linux.resources needs the {c} cgroup controller, which this host does not provide"
+                )));
+            }
+        }
+        v1::apply(&|c| self.v1_dir(c), res)?;
+        if let Some(u) = &self.unified {
+            v2::apply(u, res, &|c| self.has_v1(c))?;
+        } else if res.unified().as_ref().is_some_and(|m| !m.is_empty()) {
+            return Err(Error::Unsupported(
+                "linux.resources.unified needs a cgroup v2 hierarchy; this host has none".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Open what the child needs to join. With `clone_into`, the unified directory is
+    /// joined by CLONE_INTO_CGROUP and not written to.
+    pub fn open_join(&self, clone_into: bool) -> Result<Join> {
+        let mut procs = Vec::with_capacity(self.v1.len() + 1);
+        for (_, dir) in &self.v1 {
+            procs.push(open_procs(dir)?);
+        }
+        let mut unified_dir = None;
+        if let Some(dir) = &self.unified {
+            if clone_into {
+                let c = cstr(dir)?;
+                unified_dir = Some(
+                    sys::openat(None, &c, libc::O_PATH | libc::O_DIRECTORY, 0)
+                        .ctx("open cgroup", dir)?,
+                );
+            } else {
+                procs.push(open_procs(dir)?);
+            }
+        }
+        Ok(Join { unified_dir, procs })
+    }
+
+    /// The directory whose cgroup.procs lists every process of the container.
+    fn procs_dir(&self) -> Option<&Path> {
+        self.unified
+            .as_deref()
+            .or_else(|| self.v1_dir("pids"))
+            .or_else(|| self.v1.first().map(|(_, d)| d.as_path()))
+    }
+
+    /// Every pid in the container's cgroup, sub-cgroups included.
+    pub fn pids(&self) -> Result<Vec<libc::pid_t>> {
+        let mut out = Vec::new();
+        if let Some(dir) = self.procs_dir() {
+            collect_pids(dir, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Signal every process in the container. SIGKILL uses cgroup.kill where the kernel has
+    /// it; otherwise the cgroup is frozen, signalled and thawed so no fork escapes.
+    pub fn signal_all(&self, sig: libc::c_int) -> Result<()> {
+        if sig == libc::SIGKILL {
+            if let Some(u) = &self.unified {
+                match fs::write(u.join("cgroup.kill"), "1") {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("write", u.join("cgroup.kill"), e)),
+                }
+            }
+        }
+        let frozen = self.freeze(true).is_ok();
+        let res = (|| {
+            for pid in self.pids()? {
+                let Ok(fd) = sys::pidfd_open(pid) else {
+                    continue;
+                };
+                match sys::pidfd_send_signal(fd.as_fd(), sig) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => return Err(Error::sys("pidfd_send_signal", e)),
+                }
+            }
+            Ok(())
+        })();
+        if frozen {
+            self.freeze(false)?;
+        }
+        res
+    }
+
+    /// Freeze or thaw the container (v1 freezer or v2 cgroup.freeze).
+    pub fn freeze(&self, frozen: bool) -> Result<()> {
+        if let Some(dir) = self.v1_dir("freezer") {
+            return v1::freeze(dir, frozen);
+        }
+        if let Some(u) = &self.unified {
+            return v2::freeze(u, frozen);
+        }
+        Err(Error::Unsupported("no freezer cgroup on this host".into()))
+    }
+
+    /// Remove the directories (children first), waiting briefly for exiting tasks.
+    pub fn destroy(&self) -> Result<()> {
+        let mut first_err = None;
+        let dirs = self.v1.iter().map(|(_, d)| d).chain(self.unified.iter());
+        for dir in dirs {
+            if let Err(e) = remove_tree(dir) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+fn open_procs(dir: &Path) -> Result<OwnedFd> {
+    let p = dir.join("cgroup.procs");
+    sys::openat(None, &cstr(&p)?, libc::O_WRONLY, 0).ctx("open", p)
+}
+
+pub(crate) fn cstr(p: &Path) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
+        Error::io(
+            "path",
+            p,
+            io::Error::new(ErrorKind::InvalidInput, "contains a NUL byte"),
+        )
+    })
+}
+
+fn collect_pids(dir: &Path, out: &mut Vec<libc::pid_t>) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    match fs::read_to_string(&procs) {
+        Ok(s) => out.extend(
+            s.lines()
+                .filter_map(|l| l.trim().parse::<libc::pid_t>().ok()),
+        ),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("read", procs, e)),
+    }
+    for entry in fs::read_dir(dir).ctx("read cgroup", dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_pids(&entry.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// rmdir a cgroup and any sub-cgroups the container made, retrying while tasks exit.
+fn remove_tree(dir: &Path) -> Result<()> {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(Error::io("remove cgroup", dir, e)),
+        }
+    }
+}
+
+/// Write one cgroup file, naming it in the error.
+pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let p = dir.join(file);
+    fs::write(&p, value)
+        .map_err(|e| Error::io("write cgroup file", format!("{} ({value})", p.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/systemd rw,nosuid shared:6 - cgroup cgroup rw,xattr,name=systemd
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:7 - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:8 - cgroup cgroup rw,memory
+35 30 0:31 /sub /mnt/memsub rw,nosuid shared:8 - cgroup cgroup rw,memory
+";
+    const HYBRID_SELF: &str = "\
+4:memory:/user.slice
+3:cpu,cpuacct:/
+1:name=systemd:/user.slice/session-1.scope
+0::/user.slice/session-1.scope
+";
+
+    #[test]
+    fn detects_hybrid_hierarchies() {
+        let h = Host::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+        assert_eq!(h.layout(), Layout::Hybrid);
+        assert_eq!(h.v1.len(), 3);
+        assert_eq!(h.v1[0].mount, PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(h.v1[0].own, PathBuf::from("/user.slice"));
+        assert_eq!(h.v1[1].mount, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(h.v1[2].mount, PathBuf::from("/sys/fs/cgroup/systemd"));
+        let (m, own) = h.unified.unwrap();
+        assert_eq!(m, PathBuf::from("/sys/fs/cgroup/unified"));
+        assert_eq!(own, PathBuf::from("/user.slice/session-1.scope"));
+    }
+
+    #[test]
+    fn detects_pure_v2() {
+        let mi = "25 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let h = Host::parse(mi, "0::/init.scope\n");
+        assert_eq!(h.layout(), Layout::V2);
+    }
+
+    #[test]
+    fn detects_pure_v1() {
+        let mi = "34 30 0:30 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n";
+        let h = Host::parse(mi, "2:pids:/\n");
+        assert_eq!(h.layout(), Layout::V1);
+    }
+
+    #[test]
+    fn plans_paths_like_runc() {
+        let h = Host::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
+        let c = Cgroup::plan(&h, None, "c1");
+        assert_eq!(
+            c.v1[0].1,
+            PathBuf::from("/sys/fs/cgroup/memory/user.slice/c1")
+        );
+        let c = Cgroup::plan(&h, Some(Path::new("/berth/c1")), "c1");
+        assert_eq!(c.v1[0].1, PathBuf::from("/sys/fs/cgroup/memory/berth/c1"));
+        assert_eq!(
+            c.unified.unwrap(),
+            PathBuf::from("/sys/fs/cgroup/unified/berth/c1")
+        );
+        let c = Cgroup::plan(&h, Some(Path::new("rel/c1")), "c1");
+        assert_eq!(
+            c.v1[1].1,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/rel/c1")
+        );
+    }
+}

@@ -1,0 +1,806 @@
+//! `create`: validate, make the state dir and cgroups, prepare the child's plan, clone3 into the
+//! new namespaces (and cgroup v2 directory), and wait for the child to report. A failure at any
+//! point undoes everything done so far.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::{proc_stat, validate_id, Container, Record};
+use crate::cgroups::{self, Cgroup, Host};
+use crate::error::{Error, IoContext, Result};
+use crate::init::{
+    self, Caps, ChildPlan, DeviceNode, Failure, Gate, PlanNames, Report, RootfsPlan,
+};
+use crate::mounts::{self, cstring, CgroupMountCtx, Target};
+use crate::spec::{self, Bundle};
+use crate::sys::{self, Forked};
+
+/// What `create` and `run` are asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    /// The state root (`--root`).
+    pub root: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: u32,
+    pub no_pivot: bool,
+    /// Descriptors to become the container's stdin/stdout/stderr (the caller's own when None).
+    pub stdio: Option<[RawFd; 3]>,
+}
+
+/// A container whose init is set up (and, for `run`, already exec'd).
+pub struct Spawned {
+    pub container: Container,
+    pub pidfd: OwnedFd,
+    /// For `run` with a terminal and no console socket: the pty master.
+    pub console: Option<OwnedFd>,
+}
+
+/// OCI `create`: the init waits on exec.fifo until `start`.
+pub fn create(opts: &CreateOptions) -> Result<Spawned> {
+    spawn(opts, Mode::Create)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Wait on exec.fifo for `start`.
+    Create,
+    /// Exec right away; a terminal without console socket is relayed by the caller.
+    Run,
+}
+
+/// Undoes a half-made container unless disarmed.
+struct Cleanup<'a> {
+    dir: &'a Path,
+    cgroup: Option<&'a Cgroup>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(cg) = self.cgroup {
+            let _ = cg.signal_all(libc::SIGKILL);
+            let _ = cg.destroy();
+        }
+        let _ = fs::remove_dir_all(self.dir);
+    }
+}
+
+pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
+    validate_id(&opts.id)?;
+    let bundle = spec::load(&opts.bundle)?;
+    let spec = &bundle.spec;
+    let process = spec.process().as_ref().expect("validated");
+    let linux = spec.linux().as_ref().expect("validated");
+    let namespaces = linux.namespaces().clone().unwrap_or_default();
+    if !namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Mount)
+    {
+        return Err(Error::InvalidConfig {
+            path: bundle.dir.join("config.json"),
+            msg: "a mount namespace is required".into(),
+        });
+    }
+    let terminal = process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() && mode == Mode::Create {
+        return Err(Error::Unsupported(
+            "process.terminal is true: --console-socket is required".into(),
+        ));
+    }
+    if !terminal && opts.console_socket.is_some() {
+        return Err(Error::Unsupported(
+            "--console-socket given but process.terminal is false".into(),
+        ));
+    }
+    // Connect before any side effect: a bad socket path changes nothing.
+    let (console_child, console_parent) = match (terminal, &opts.console_socket) {
+        (false, _) => (None, None),
+        (true, Some(p)) => {
+            let s = UnixStream::connect(p).ctx("connect console socket", p)?;
+            (Some(OwnedFd::from(s)), None)
+        }
+        (true, None) => {
+            let (a, b) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
+            (Some(a), Some(b))
+        }
+    };
+
+    let host = Host::detect()?;
+    let cgroup = Cgroup::plan(&host, linux.cgroups_path().as_deref(), &opts.id);
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&opts.root)
+        .ctx("create state root", &opts.root)?;
+    let dir = Container::dir_of(&opts.root, &opts.id);
+    match fs::DirBuilder::new().mode(0o711).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            return Err(Error::Exists(opts.id.clone()))
+        }
+        Err(e) => return Err(Error::io("create state dir", &dir, e)),
+    }
+    let mut cleanup = Cleanup {
+        dir: &dir,
+        cgroup: None,
+        armed: true,
+    };
+
+    cgroup.create(&host, linux.resources().as_ref())?;
+    cleanup.cgroup = Some(&cgroup);
+
+    let gate = match mode {
+        Mode::Create => {
+            let fifo = dir.join(super::FIFO);
+            let c = cgroups::cstr(&fifo)?;
+            // SAFETY: c is a valid C string.
+            if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
+                return Err(Error::io("mkfifo", &fifo, std::io::Error::last_os_error()));
+            }
+            Gate::Fifo(sys::openat(None, &c, libc::O_PATH, 0).ctx("open", &fifo)?)
+        }
+        Mode::Run => Gate::Immediate,
+    };
+
+    let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child)?;
+    let Prepared {
+        mut plan,
+        names,
+        clone_flags,
+        clone_into,
+        pidns,
+    } = prepared;
+    plan.sync = sync_w.as_raw_fd();
+    let argv = null_terminated(&plan.argv);
+    let envp = null_terminated(&plan.envp);
+
+    // Joining a pid namespace by path changes which namespace our next child is born in.
+    let own_pidns = match &pidns {
+        Some((fd, path)) => {
+            let own = sys::openat(None, c"/proc/self/ns/pid", libc::O_RDONLY, 0)
+                .ctx("open", "/proc/self/ns/pid")?;
+            sys::setns(fd.as_fd(), libc::CLONE_NEWPID).ctx("setns pid", path)?;
+            Some(own)
+        }
+        None => None,
+    };
+    let cgroup_fd = plan_cgroup_fd(&clone_into);
+    // SAFETY: berth-runtime (and the shim that embeds it) is single-threaded when it creates a
+    // container; the child only runs `child_main`, which makes syscalls and exits or execs.
+    let forked = unsafe { sys::clone3(clone_flags, cgroup_fd) };
+    if let Some(own) = &own_pidns {
+        sys::setns(own.as_fd(), libc::CLONE_NEWPID)
+            .ctx("restore pid namespace", "/proc/self/ns/pid")?;
+    }
+    let (pid, pidfd) = match forked.map_err(|e| Error::sys("clone3", e))? {
+        Forked::Child => init::child_main(&plan, &argv, &envp),
+        Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(sync_w);
+
+    if let Err(e) = await_child(&plan, &names, &sync_r, &pidfd, mode) {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        return Err(e);
+    }
+    let console = match console_parent {
+        Some(sock) => {
+            let mut b = [0u8; 1];
+            let (fd, _) = sys::recv_fd(sock.as_fd(), &mut b)
+                .map_err(|e| Error::sys("receive the console from the container", e))?;
+            Some(fd)
+        }
+        None => None,
+    };
+
+    let pid_start = proc_stat(pid).map_or(0, |(s, _)| s);
+    let annotations: BTreeMap<String, String> = spec
+        .annotations()
+        .clone()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    let container = Container {
+        dir: dir.clone(),
+        record: Record {
+            id: opts.id.clone(),
+            pid,
+            pid_start,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: crate::time::now(),
+            oci_version: spec.version().clone(),
+            annotations,
+            cgroup: cgroup.clone(),
+        },
+    };
+    let saved = container.save().and_then(|()| match &opts.pid_file {
+        Some(p) => write_pid_file(p, pid),
+        None => Ok(()),
+    });
+    if let Err(e) = saved {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        return Err(e);
+    }
+    cleanup.armed = false;
+    Ok(Spawned {
+        container,
+        pidfd,
+        console,
+    })
+}
+
+fn plan_cgroup_fd(clone_into: &Option<OwnedFd>) -> Option<std::os::fd::BorrowedFd<'_>> {
+    clone_into.as_ref().map(|f| f.as_fd())
+}
+
+/// Read the child's reports: a failure becomes an error naming the step; `Create` waits for
+/// READY, `Run` for the pipe to close on exec.
+fn await_child(
+    plan: &ChildPlan,
+    names: &PlanNames,
+    sync: &OwnedFd,
+    pidfd: &OwnedFd,
+    mode: Mode,
+) -> Result<()> {
+    let mut buf = [0u8; Report::SIZE];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = sys::read(sync.as_fd(), &mut buf[got..])
+            .map_err(|e| Error::sys("read from container init", e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    if got == Report::SIZE {
+        let r = Report::from_bytes(&buf);
+        if let Some(f) = Failure::from_report(&r) {
+            return Err(Error::Init(init::describe(plan, &f, names)));
+        }
+        if r.tag == init::TAG_READY && mode == Mode::Create {
+            return Ok(());
+        }
+    }
+    if got == 0 && mode == Mode::Run {
+        // The pipe closed on exec, unless the child died first.
+        if let Ok(Some(exit)) = sys::waitid_pidfd(pidfd.as_fd(), true) {
+            return Err(Error::Init(format!(
+                "container init died during set-up (exit status {})",
+                exit.status()
+            )));
+        }
+        return Ok(());
+    }
+    Err(Error::Init(
+        "container init exited without reporting".into(),
+    ))
+}
+
+fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<()> {
+    let tmp = path.with_extension("berth-tmp");
+    fs::write(&tmp, pid.to_string()).ctx("write pid file", &tmp)?;
+    fs::rename(&tmp, path).ctx("rename pid file", path)
+}
+
+fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+struct Prepared {
+    plan: ChildPlan,
+    names: PlanNames,
+    clone_flags: u64,
+    clone_into: Option<OwnedFd>,
+    pidns: Option<(OwnedFd, PathBuf)>,
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> libc::c_int {
+    match t {
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Time => 0x80,
+    }
+}
+
+/// Turn the validated spec into the child's plan; every allocation happens here.
+fn prepare(
+    bundle: &Bundle,
+    host: &Host,
+    cgroup: &Cgroup,
+    opts: &CreateOptions,
+    gate: Gate,
+    console: Option<OwnedFd>,
+) -> Result<Prepared> {
+    let spec: &Spec = &bundle.spec;
+    let config = bundle.dir.join("config.json");
+    let process = spec.process().as_ref().expect("validated");
+    let linux = spec.linux().as_ref().expect("validated");
+    let mut names = PlanNames::default();
+
+    let mut clone_flags: u64 = 0;
+    let mut join = Vec::new();
+    let mut pidns = None;
+    let mut new_cgroupns = false;
+    for ns in linux.namespaces().iter().flatten() {
+        let flag = ns_flag(ns.typ());
+        match ns.path() {
+            None => {
+                clone_flags |= flag as u64;
+                if ns.typ() == LinuxNamespaceType::Cgroup {
+                    new_cgroupns = true;
+                }
+            }
+            Some(p) => {
+                let fd = sys::openat(None, &cgroups::cstr(p)?, libc::O_RDONLY, 0)
+                    .ctx("open namespace", p)?;
+                if ns.typ() == LinuxNamespaceType::Pid {
+                    pidns = Some((fd, p.clone()));
+                } else {
+                    names
+                        .join
+                        .push(format!("{:?} namespace {}", ns.typ(), p.display()));
+                    join.push((fd, flag));
+                }
+            }
+        }
+    }
+
+    // CLONE_INTO_CGROUP puts the child in the v2 cgroup at birth; v1 hierarchies are joined by
+    // the child itself, and a new cgroup namespace must then wait until it has joined them.
+    let clone_into = cgroup.unified.is_some();
+    let cg_join = cgroup.open_join(clone_into)?;
+    names.cgroup_procs = cgroup
+        .v1
+        .iter()
+        .map(|(_, d)| d.display().to_string())
+        .collect();
+    let unshare_cgroupns = new_cgroupns && !cg_join.procs.is_empty();
+    if unshare_cgroupns {
+        clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
+    }
+
+    let hostname = spec
+        .hostname()
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .map(|h| cstring(h.as_bytes(), &config))
+        .transpose()?;
+    let domainname = spec
+        .domainname()
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .map(|h| cstring(h.as_bytes(), &config))
+        .transpose()?;
+
+    let rootfs = prepare_rootfs(bundle, host, cgroup, new_cgroupns, opts.no_pivot)?;
+
+    let mut sysctls = Vec::new();
+    for (k, v) in linux.sysctl().iter().flatten() {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        sysctls.push((
+            cstring(path.as_bytes(), &config)?,
+            cstring(v.as_bytes(), &config)?,
+        ));
+    }
+
+    let mut rlimits = Vec::new();
+    for r in process.rlimits().iter().flatten() {
+        let name = serde_json::to_value(r.typ())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let res = rlimit_resource(&name).ok_or_else(|| Error::InvalidConfig {
+            path: config.clone(),
+            msg: format!("unknown rlimit {name}"),
+        })?;
+        names.rlimits.push((name, r.soft(), r.hard()));
+        rlimits.push((res, r.soft(), r.hard()));
+    }
+
+    let caps = match process.capabilities() {
+        None => None,
+        Some(c) => {
+            let mask = |set: &Option<oci_spec::runtime::Capabilities>| -> Result<u64> {
+                let mut m = 0u64;
+                for cap in set.iter().flatten() {
+                    let n = cap_number(&cap.to_string()).ok_or_else(|| Error::InvalidConfig {
+                        path: config.clone(),
+                        msg: format!("unknown capability CAP_{cap}"),
+                    })?;
+                    m |= 1 << n;
+                }
+                Ok(m)
+            };
+            let permitted = mask(c.permitted())?;
+            let inheritable = mask(c.inheritable())?;
+            let mut ambient = mask(c.ambient())?;
+            // The kernel only raises ambient caps that are permitted and inheritable; like
+            // runc, keep going without the others, but say so.
+            let unraisable = ambient & !(permitted & inheritable);
+            if unraisable != 0 {
+                let names: Vec<String> = (0..64)
+                    .filter(|b| unraisable & (1 << b) != 0)
+                    .map(|b| format!("CAP_{}", CAP_NAMES.get(b).unwrap_or(&"?")))
+                    .collect();
+                crate::log::warn_once(
+                    "ambient",
+                    &format!(
+                        "ambient capabilities {} are not both permitted and inheritable; not raised",
+                        names.join(",")
+                    ),
+                );
+                ambient &= !unraisable;
+            }
+            Some(Caps {
+                bounding: mask(c.bounding())?,
+                effective: mask(c.effective())?,
+                permitted,
+                inheritable,
+                ambient,
+                last_cap: sys::last_cap(),
+            })
+        }
+    };
+
+    let user = process.user();
+    let args = process.args().as_ref().expect("validated");
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| cstring(a.as_bytes(), &config))
+        .collect::<Result<_>>()?;
+    let env = process.env().clone().unwrap_or_default();
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|e| cstring(e.as_bytes(), &config))
+        .collect::<Result<_>>()?;
+    let exec_candidates = exec_candidates(&args[0], &env, process.cwd(), &config)?;
+
+    let plan = ChildPlan {
+        sync: -1,
+        stdio: opts.stdio,
+        cgroup_procs: cg_join.procs,
+        unshare_cgroupns,
+        join,
+        hostname,
+        domainname,
+        rootfs,
+        sysctls,
+        console,
+        console_size: process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16)),
+        rlimits,
+        oom_score_adj: process
+            .oom_score_adj()
+            .map(|a| cstring(a.to_string().as_bytes(), &config))
+            .transpose()?,
+        caps,
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask().unwrap_or(0o022) as libc::mode_t,
+        no_new_privs: process.no_new_privileges().unwrap_or(false),
+        cwd: cstring(process.cwd().as_os_str().as_bytes(), &config)?,
+        exec_candidates,
+        argv,
+        envp,
+        preserve_fds: opts.preserve_fds,
+        gate,
+    };
+    Ok(Prepared {
+        plan,
+        names,
+        clone_flags,
+        clone_into: cg_join.unified_dir,
+        pidns,
+    })
+}
+
+/// PATH lookup as execvp would do it, but against the container's PATH, tried in the child.
+fn exec_candidates(arg0: &str, env: &[String], cwd: &Path, config: &Path) -> Result<Vec<CString>> {
+    if arg0.contains('/') {
+        let p = if arg0.starts_with('/') {
+            PathBuf::from(arg0)
+        } else {
+            cwd.join(arg0)
+        };
+        return Ok(vec![cstring(p.as_os_str().as_bytes(), config)?]);
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+        .map(|d| {
+            let p = Path::new(d).join(arg0);
+            let p = if p.is_absolute() { p } else { cwd.join(p) };
+            cstring(p.as_os_str().as_bytes(), config)
+        })
+        .collect()
+}
+
+fn rlimit_resource(name: &str) -> Option<libc::c_int> {
+    Some(match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    } as libc::c_int)
+}
+
+/// Capability names (without "CAP_") in kernel order.
+const CAP_NAMES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+pub fn cap_names() -> &'static [&'static str] {
+    &CAP_NAMES
+}
+
+pub fn cap_number(name: &str) -> Option<u32> {
+    let name = name.strip_prefix("CAP_").unwrap_or(name);
+    CAP_NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+/// The devices every container gets in a fresh /dev (runc's defaults).
+const DEFAULT_DEVICES: [(&str, u32, u32); 6] = [
+    ("/dev/null", 1, 3),
+    ("/dev/zero", 1, 5),
+    ("/dev/full", 1, 7),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/tty", 5, 0),
+];
+
+fn prepare_rootfs(
+    bundle: &Bundle,
+    host: &Host,
+    cgroup: &Cgroup,
+    new_cgroupns: bool,
+    no_pivot: bool,
+) -> Result<RootfsPlan> {
+    let spec = &bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated");
+    let config = bundle.dir.join("config.json");
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let ctx = CgroupMountCtx {
+        host,
+        cgroup,
+        new_cgroupns,
+    };
+    let ops = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    // A bind-mounted /dev is the host's business; otherwise populate it as runc does.
+    let dev_is_bind = mounts.iter().any(|m| {
+        m.destination() == Path::new("/dev")
+            && (m.typ().as_deref() == Some("bind")
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
+    });
+    let mut devices = Vec::new();
+    let mut dev_symlinks = Vec::new();
+    if !dev_is_bind {
+        let mut seen = std::collections::HashSet::new();
+        for d in linux.devices().iter().flatten() {
+            let kind = match d.typ() {
+                oci_spec::runtime::LinuxDeviceType::B => libc::S_IFBLK,
+                oci_spec::runtime::LinuxDeviceType::P => libc::S_IFIFO,
+                oci_spec::runtime::LinuxDeviceType::C | oci_spec::runtime::LinuxDeviceType::U => {
+                    libc::S_IFCHR
+                }
+                oci_spec::runtime::LinuxDeviceType::A => {
+                    return Err(Error::InvalidConfig {
+                        path: config.clone(),
+                        msg: format!("device {} has type 'a'", d.path().display()),
+                    })
+                }
+            };
+            seen.insert(d.path().clone());
+            devices.push(DeviceNode {
+                target: Target::new(d.path())?,
+                mode: kind | (d.file_mode().unwrap_or(0o666) & 0o7777) as libc::mode_t,
+                dev: libc::makedev(d.major() as u32, d.minor() as u32),
+                uid: d.uid().unwrap_or(0),
+                gid: d.gid().unwrap_or(0),
+            });
+        }
+        for (path, major, minor) in DEFAULT_DEVICES {
+            if seen.contains(Path::new(path)) {
+                continue;
+            }
+            devices.push(DeviceNode {
+                target: Target::new(Path::new(path))?,
+                mode: libc::S_IFCHR | 0o666,
+                dev: libc::makedev(major, minor),
+                uid: 0,
+                gid: 0,
+            });
+        }
+        let mut links = vec![
+            ("/dev/fd", "/proc/self/fd"),
+            ("/dev/stdin", "/proc/self/fd/0"),
+            ("/dev/stdout", "/proc/self/fd/1"),
+            ("/dev/stderr", "/proc/self/fd/2"),
+            ("/dev/ptmx", "pts/ptmx"),
+        ];
+        if Path::new("/proc/kcore").exists() {
+            links.push(("/dev/core", "/proc/kcore"));
+        }
+        for (at, target) in links {
+            dev_symlinks.push((
+                Target::new(Path::new(at))?,
+                cstring(target.as_bytes(), &config)?,
+            ));
+        }
+    }
+    let to_c = |v: &Option<Vec<String>>| -> Result<Vec<CString>> {
+        v.iter()
+            .flatten()
+            .map(|p| cstring(p.as_bytes(), &config))
+            .collect()
+    };
+    let propagation = match linux.rootfs_propagation() {
+        Some(p) => mounts::propagation_flag(p).expect("validated"),
+        None => libc::MS_SLAVE | libc::MS_REC,
+    };
+    Ok(RootfsPlan {
+        rootfs: cstring(bundle.rootfs.as_os_str().as_bytes(), &config)?,
+        propagation,
+        ops,
+        devices,
+        dev_symlinks,
+        no_pivot,
+        masked: to_c(linux.masked_paths())?,
+        readonly: to_c(linux.readonly_paths())?,
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        root_propagation_after: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_numbers_match_the_kernel() {
+        assert_eq!(cap_number("CHOWN"), Some(0));
+        assert_eq!(cap_number("CAP_NET_BIND_SERVICE"), Some(10));
+        assert_eq!(cap_number("SYS_ADMIN"), Some(21));
+        assert_eq!(cap_number("AUDIT_WRITE"), Some(29));
+        assert_eq!(cap_number("CHECKPOINT_RESTORE"), Some(40));
+        assert_eq!(cap_number("BOGUS"), None);
+    }
+
+    #[test]
+    fn oci_spec_capability_names_all_map() {
+        let all: oci_spec::runtime::Capabilities =
+            serde_json::from_value(serde_json::json!(CAP_NAMES
+                .iter()
+                .map(|n| format!("CAP_{n}"))
+                .collect::<Vec<_>>()))
+            .unwrap();
+        for c in all {
+            assert!(cap_number(&c.to_string()).is_some(), "{c}");
+        }
+    }
+
+    #[test]
+    fn exec_candidates_follow_path() {
+        let env = vec!["PATH=/a:/b".to_string()];
+        let c = exec_candidates("sh", &env, Path::new("/"), Path::new("/c")).unwrap();
+        assert_eq!(c, vec![c"/a/sh".to_owned(), c"/b/sh".to_owned()]);
+        let c = exec_candidates("./x", &env, Path::new("/w"), Path::new("/c")).unwrap();
+        assert_eq!(c, vec![c"/w/./x".to_owned()]);
+        let c = exec_candidates("/bin/true", &[], Path::new("/"), Path::new("/c")).unwrap();
+        assert_eq!(c, vec![c"/bin/true".to_owned()]);
+    }
+
+    #[test]
+    fn every_rlimit_name_maps() {
+        for n in [
+            "RLIMIT_AS",
+            "RLIMIT_CORE",
+            "RLIMIT_CPU",
+            "RLIMIT_DATA",
+            "RLIMIT_FSIZE",
+            "RLIMIT_LOCKS",
+            "RLIMIT_MEMLOCK",
+            "RLIMIT_MSGQUEUE",
+            "RLIMIT_NICE",
+            "RLIMIT_NOFILE",
+            "RLIMIT_NPROC",
+            "RLIMIT_RSS",
+            "RLIMIT_RTPRIO",
+            "RLIMIT_RTTIME",
+            "RLIMIT_SIGPENDING",
+            "RLIMIT_STACK",
+        ] {
+            assert!(rlimit_resource(n).is_some(), "{n}");
+        }
+    }
+}

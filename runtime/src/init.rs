@@ -1,0 +1,848 @@
+//! The container's init between clone3 and execve. Everything it needs was prepared by the
+//! parent in a [`ChildPlan`] (C strings, descriptors, flags); here it only makes syscalls. It
+//! never allocates, takes locks or logs: a failure is sent to the parent as a fixed-size
+//! [`Report`] naming the step, and the parent turns it into a message.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use crate::mounts::{MountOp, Op, Target};
+use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
+
+/// Steps of container set-up, named in failure reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Stdio = 1,
+    JoinCgroup,
+    UnshareCgroup,
+    JoinNamespace,
+    Hostname,
+    Domainname,
+    RootPropagation,
+    BindRootfs,
+    OpenRootfs,
+    MountTarget,
+    Mount,
+    MountRemount,
+    MountPropagation,
+    Symlink,
+    Device,
+    PivotRoot,
+    Sysctl,
+    ReadonlyPath,
+    MaskPath,
+    ReadonlyRoot,
+    Console,
+    Rlimit,
+    OomScoreAdj,
+    Capabilities,
+    Setgroups,
+    Setgid,
+    Setuid,
+    NoNewPrivileges,
+    Chdir,
+    FindExecutable,
+    StartFifo,
+    Exec,
+}
+
+impl Step {
+    fn from_u32(v: u32) -> Option<Step> {
+        const ALL: [Step; 32] = [
+            Step::Stdio,
+            Step::JoinCgroup,
+            Step::UnshareCgroup,
+            Step::JoinNamespace,
+            Step::Hostname,
+            Step::Domainname,
+            Step::RootPropagation,
+            Step::BindRootfs,
+            Step::OpenRootfs,
+            Step::MountTarget,
+            Step::Mount,
+            Step::MountRemount,
+            Step::MountPropagation,
+            Step::Symlink,
+            Step::Device,
+            Step::PivotRoot,
+            Step::Sysctl,
+            Step::ReadonlyPath,
+            Step::MaskPath,
+            Step::ReadonlyRoot,
+            Step::Console,
+            Step::Rlimit,
+            Step::OomScoreAdj,
+            Step::Capabilities,
+            Step::Setgroups,
+            Step::Setgid,
+            Step::Setuid,
+            Step::NoNewPrivileges,
+            Step::Chdir,
+            Step::FindExecutable,
+            Step::StartFifo,
+            Step::Exec,
+        ];
+        ALL.iter().copied().find(|s| *s as u32 == v)
+    }
+}
+
+/// What the child tells the parent over the sync pipe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub tag: u32,
+    pub step: u32,
+    pub index: u32,
+    pub errno: i32,
+}
+
+pub const TAG_READY: u32 = 1;
+pub const TAG_FAILED: u32 = 2;
+
+impl Report {
+    pub const SIZE: usize = 16;
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.tag.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.step.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.errno.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; 16]) -> Report {
+        let w = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Report {
+            tag: u32::from_ne_bytes(w(0)),
+            step: u32::from_ne_bytes(w(4)),
+            index: u32::from_ne_bytes(w(8)),
+            errno: i32::from_ne_bytes(w(12)),
+        }
+    }
+}
+
+/// A failed step: which one, which item of its list, and the errno.
+#[derive(Clone, Copy, Debug)]
+pub struct Failure {
+    pub step: Step,
+    pub index: u32,
+    pub errno: i32,
+}
+
+type Res<T> = std::result::Result<T, Failure>;
+
+fn fail(step: Step, index: usize) -> impl FnOnce(io::Error) -> Failure {
+    move |e| Failure {
+        step,
+        index: index as u32,
+        errno: sys::errno_of(&e),
+    }
+}
+
+/// A device node to create under the rootfs.
+#[derive(Debug)]
+pub struct DeviceNode {
+    pub target: Target,
+    /// S_IFCHR/S_IFBLK/S_IFIFO | permissions.
+    pub mode: libc::mode_t,
+    pub dev: libc::dev_t,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Capability sets as bitmasks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caps {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+    pub last_cap: u32,
+}
+
+/// How the child waits to be started.
+#[derive(Debug)]
+pub enum Gate {
+    /// Exec as soon as set-up is done (`run`).
+    Immediate,
+    /// Report ready, then block opening this FIFO (O_PATH) for writing until `start` reads it.
+    Fifo(OwnedFd),
+}
+
+#[derive(Debug)]
+pub struct RootfsPlan {
+    pub rootfs: CString,
+    pub propagation: libc::c_ulong,
+    pub ops: Vec<Op>,
+    pub devices: Vec<DeviceNode>,
+    /// (link path inside the rootfs, target)
+    pub dev_symlinks: Vec<(Target, CString)>,
+    pub no_pivot: bool,
+    pub masked: Vec<CString>,
+    pub readonly: Vec<CString>,
+    pub readonly_root: bool,
+    /// Propagation to set on "/" after pivot_root (rootfsPropagation), if any.
+    pub root_propagation_after: Option<libc::c_ulong>,
+}
+
+/// Everything the child needs, prepared by the parent before clone.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// Write end of the report pipe; owned by the caller of clone3.
+    pub sync: RawFd,
+    pub stdio: Option<[RawFd; 3]>,
+    pub cgroup_procs: Vec<OwnedFd>,
+    pub unshare_cgroupns: bool,
+    /// Namespaces to join (descriptor, CLONE_NEW* type), in order.
+    pub join: Vec<(OwnedFd, libc::c_int)>,
+    pub hostname: Option<CString>,
+    pub domainname: Option<CString>,
+    pub rootfs: RootfsPlan,
+    /// (/proc/sys/... path, value)
+    pub sysctls: Vec<(CString, CString)>,
+    pub console: Option<OwnedFd>,
+    pub console_size: Option<(u16, u16)>,
+    /// (resource, soft, hard)
+    pub rlimits: Vec<(libc::c_int, u64, u64)>,
+    pub oom_score_adj: Option<CString>,
+    pub caps: Option<Caps>,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub additional_gids: Vec<libc::gid_t>,
+    pub umask: libc::mode_t,
+    pub no_new_privs: bool,
+    pub cwd: CString,
+    /// Candidate paths for argv[0] (PATH resolved in the parent), tried in order.
+    pub exec_candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub preserve_fds: u32,
+    pub gate: Gate,
+}
+
+/// Run in the child after clone3; never returns.
+pub fn child_main(
+    plan: &ChildPlan,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let failure = match setup(plan, argv, envp) {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let report = Report {
+        tag: TAG_FAILED,
+        step: failure.step as u32,
+        index: failure.index,
+        errno: failure.errno,
+    };
+    // SAFETY: the caller keeps the write end open across clone; the child has its copy.
+    let sync = unsafe { BorrowedFd::borrow_raw(plan.sync) };
+    let _ = sys::write_all(sync, &report.to_bytes());
+    // SAFETY: _exit is async-signal-safe and skips Rust/libc teardown that is not ours to run.
+    unsafe { libc::_exit(1) }
+}
+
+fn setup(
+    p: &ChildPlan,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Res<std::convert::Infallible> {
+    // The parent may have blocked signals it forwards; the program starts with none blocked.
+    // SAFETY: sigset_t is plain data; an empty set and SIG_SETMASK are always valid.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    if let Some(fds) = p.stdio {
+        for (i, fd) in fds.iter().enumerate() {
+            sys::dup2(*fd, i as RawFd).map_err(fail(Step::Stdio, i))?;
+        }
+    }
+    for (i, fd) in p.cgroup_procs.iter().enumerate() {
+        sys::write_all(fd.as_fd(), b"0").map_err(fail(Step::JoinCgroup, i))?;
+    }
+    if p.unshare_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail(Step::UnshareCgroup, 0))?;
+    }
+    for (i, (fd, nstype)) in p.join.iter().enumerate() {
+        sys::setns(fd.as_fd(), *nstype).map_err(fail(Step::JoinNamespace, i))?;
+    }
+    if let Some(h) = &p.hostname {
+        sys::sethostname(h.to_bytes()).map_err(fail(Step::Hostname, 0))?;
+    }
+    if let Some(d) = &p.domainname {
+        sys::setdomainname(d.to_bytes()).map_err(fail(Step::Domainname, 0))?;
+    }
+    // SAFETY: umask cannot fail. Devices and mountpoints get exactly the modes we ask for.
+    unsafe { libc::umask(0) };
+    prepare_rootfs(&p.rootfs)?;
+    for (i, (path, value)) in p.sysctls.iter().enumerate() {
+        let fd = sys::openat(None, path, libc::O_WRONLY | libc::O_TRUNC, 0)
+            .map_err(fail(Step::Sysctl, i))?;
+        sys::write_all(fd.as_fd(), value.to_bytes()).map_err(fail(Step::Sysctl, i))?;
+    }
+    finish_rootfs(&p.rootfs)?;
+    if let Some(sock) = &p.console {
+        setup_console(sock.as_fd(), p.console_size).map_err(fail(Step::Console, 0))?;
+    }
+    for (i, (res, soft, hard)) in p.rlimits.iter().enumerate() {
+        sys::setrlimit(*res, *soft, *hard).map_err(fail(Step::Rlimit, i))?;
+    }
+    if let Some(adj) = &p.oom_score_adj {
+        let fd = sys::openat(None, c"/proc/self/oom_score_adj", libc::O_WRONLY, 0)
+            .map_err(fail(Step::OomScoreAdj, 0))?;
+        sys::write_all(fd.as_fd(), adj.to_bytes()).map_err(fail(Step::OomScoreAdj, 0))?;
+    }
+    if let Some(c) = &p.caps {
+        for cap in 0..=c.last_cap {
+            if c.bounding & (1 << cap) == 0 {
+                sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)
+                    .map_err(fail(Step::Capabilities, cap as usize))?;
+            }
+        }
+        sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(fail(Step::Capabilities, 0))?;
+    }
+    sys::setgroups(&p.additional_gids).map_err(fail(Step::Setgroups, 0))?;
+    sys::setresgid(p.gid).map_err(fail(Step::Setgid, 0))?;
+    sys::setresuid(p.uid).map_err(fail(Step::Setuid, 0))?;
+    if let Some(c) = &p.caps {
+        sys::capset(c.effective, c.permitted, c.inheritable)
+            .map_err(fail(Step::Capabilities, 0))?;
+        sys::prctl3(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        )
+        .map_err(fail(Step::Capabilities, 0))?;
+        for cap in 0..=c.last_cap {
+            if c.ambient & (1 << cap) != 0 {
+                sys::prctl3(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                )
+                .map_err(fail(Step::Capabilities, cap as usize))?;
+            }
+        }
+    }
+    if p.no_new_privs {
+        sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail(Step::NoNewPrivileges, 0))?;
+    }
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(p.umask) };
+    sys::chdir(&p.cwd).map_err(fail(Step::Chdir, 0))?;
+    let exe = find_executable(&p.exec_candidates)?;
+    // Descriptors beyond stdio and the preserved ones never reach the program.
+    sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
+        .map_err(fail(Step::Exec, 0))?;
+    if let Gate::Fifo(fifo) = &p.gate {
+        let ready = Report {
+            tag: TAG_READY,
+            step: 0,
+            index: 0,
+            errno: 0,
+        };
+        // SAFETY: the sync write end stays open until exec (it is O_CLOEXEC).
+        let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
+        sys::write_all(sync, &ready.to_bytes()).map_err(fail(Step::StartFifo, 0))?;
+        // Blocks until `start` opens the FIFO for reading.
+        let path = FdPath::new(fifo.as_raw_fd());
+        let w = sys::openat(None, path.as_cstr(), libc::O_WRONLY, 0)
+            .map_err(fail(Step::StartFifo, 0))?;
+        sys::write_all(w.as_fd(), b"0").map_err(fail(Step::StartFifo, 0))?;
+    }
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers into C strings the plan
+    // keeps alive; execve only returns on failure.
+    unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Err(fail(Step::Exec, 0)(io::Error::last_os_error()))
+}
+
+fn find_executable(candidates: &[CString]) -> Res<&CStr> {
+    let mut last = libc::ENOENT;
+    for c in candidates {
+        // SAFETY: c is a valid C string; stat is plain data.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; st is valid for writes.
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+            last = sys::errno_of(&io::Error::last_os_error());
+            continue;
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            last = libc::EACCES;
+            continue;
+        }
+        // SAFETY: c is a valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+            last = sys::errno_of(&io::Error::last_os_error());
+            continue;
+        }
+        return Ok(c);
+    }
+    Err(Failure {
+        step: Step::FindExecutable,
+        index: 0,
+        errno: last,
+    })
+}
+
+/// Open `target` inside the rootfs, creating missing directories (and the last component as
+/// a file when `file`), every lookup confined by RESOLVE_IN_ROOT.
+fn ensure_target(root: BorrowedFd<'_>, target: &Target, file: bool) -> io::Result<OwnedFd> {
+    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    if target.prefixes.is_empty() {
+        return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
+    }
+    let last = target.prefixes.len() - 1;
+    let mut cur: Option<OwnedFd> = None;
+    for (i, prefix) in target.prefixes.iter().enumerate() {
+        match sys::openat2(root, prefix, libc::O_PATH, 0, resolve) {
+            Ok(fd) => cur = Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let parent = cur.as_ref().map_or(root, |f| f.as_fd());
+                let name = &target.names[i];
+                if i == last && file {
+                    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW;
+                    match sys::openat(Some(parent), name, flags, 0o644) {
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    match sys::mkdirat(parent, name, 0o755) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                cur = Some(sys::openat2(root, prefix, libc::O_PATH, 0, resolve)?);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cur.expect("at least one prefix"))
+}
+
+/// The parent directory of `target` inside the rootfs, created if missing.
+fn ensure_parent(root: BorrowedFd<'_>, target: &Target) -> io::Result<OwnedFd> {
+    let n = target.prefixes.len();
+    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    if n <= 1 {
+        return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
+    }
+    let mut cur: Option<OwnedFd> = None;
+    for i in 0..n - 1 {
+        match sys::openat2(
+            root,
+            &target.prefixes[i],
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            resolve,
+        ) {
+            Ok(fd) => cur = Some(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let dir = cur.as_ref().map_or(root, |f| f.as_fd());
+                match sys::mkdirat(dir, &target.names[i], 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                cur = Some(sys::openat2(
+                    root,
+                    &target.prefixes[i],
+                    libc::O_PATH | libc::O_DIRECTORY,
+                    0,
+                    resolve,
+                )?);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cur.expect("n > 1"))
+}
+
+fn do_mount(root: BorrowedFd<'_>, i: usize, m: &MountOp) -> Res<()> {
+    let target = ensure_target(root, &m.target, m.file).map_err(fail(Step::MountTarget, i))?;
+    let path = FdPath::new(target.as_raw_fd());
+    sys::mount(
+        m.source.as_deref(),
+        path.as_cstr(),
+        m.fstype.as_deref(),
+        m.flags,
+        m.data.as_deref(),
+    )
+    .map_err(fail(Step::Mount, i))?;
+    if m.remount.is_none() && m.propagation.is_empty() {
+        return Ok(());
+    }
+    // The descriptor still names the covered directory: reopen to reach the new mount.
+    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    let mounted = sys::openat2(root, m.target.relative(), libc::O_PATH, 0, resolve)
+        .map_err(fail(Step::MountRemount, i))?;
+    let path = FdPath::new(mounted.as_raw_fd());
+    if let Some(flags) = m.remount {
+        sys::mount(None, path.as_cstr(), None, flags, None).map_err(fail(Step::MountRemount, i))?;
+    }
+    for flag in &m.propagation {
+        sys::mount(None, path.as_cstr(), None, *flag, None)
+            .map_err(fail(Step::MountPropagation, i))?;
+    }
+    Ok(())
+}
+
+fn prepare_rootfs(r: &RootfsPlan) -> Res<()> {
+    sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
+    sys::mount(
+        Some(&r.rootfs),
+        &r.rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(fail(Step::BindRootfs, 0))?;
+    let root = sys::openat(None, &r.rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(fail(Step::OpenRootfs, 0))?;
+    for (i, op) in r.ops.iter().enumerate() {
+        match op {
+            Op::Mount(m) => do_mount(root.as_fd(), i, m)?,
+            Op::Symlink { target, at } => {
+                let dir = ensure_parent(root.as_fd(), at).map_err(fail(Step::Symlink, i))?;
+                let name = at.names.last().expect("symlink has a name");
+                match sys::symlinkat(target, dir.as_fd(), name) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(fail(Step::Symlink, i)(e)),
+                }
+            }
+        }
+    }
+    for (i, d) in r.devices.iter().enumerate() {
+        let dir = ensure_parent(root.as_fd(), &d.target).map_err(fail(Step::Device, i))?;
+        let name = d.target.names.last().expect("device has a name");
+        match sys::mknodat(dir.as_fd(), name, d.mode, d.dev) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(fail(Step::Device, i)(e)),
+        }
+        sys::fchownat(dir.as_fd(), name, d.uid, d.gid).map_err(fail(Step::Device, i))?;
+    }
+    for (i, (at, target)) in r.dev_symlinks.iter().enumerate() {
+        let dir = ensure_parent(root.as_fd(), at).map_err(fail(Step::Symlink, 1000 + i))?;
+        let name = at.names.last().expect("symlink has a name");
+        match sys::symlinkat(target, dir.as_fd(), name) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(fail(Step::Symlink, 1000 + i)(e)),
+        }
+    }
+    sys::fchdir(root.as_fd()).map_err(fail(Step::PivotRoot, 0))?;
+    if r.no_pivot {
+        sys::mount(Some(c"."), c"/", None, libc::MS_MOVE, None)
+            .map_err(fail(Step::PivotRoot, 1))?;
+        sys::chroot(c".").map_err(fail(Step::PivotRoot, 2))?;
+    } else {
+        sys::pivot_root(c".", c".").map_err(fail(Step::PivotRoot, 3))?;
+        // The old root is stacked under the new one: detach it without propagating the
+        // unmount back to the host.
+        sys::mount(None, c".", None, libc::MS_SLAVE | libc::MS_REC, None)
+            .map_err(fail(Step::PivotRoot, 4))?;
+        sys::umount2(c".", libc::MNT_DETACH).map_err(fail(Step::PivotRoot, 5))?;
+    }
+    sys::chdir(c"/").map_err(fail(Step::PivotRoot, 6))?;
+    if let Some(flag) = r.root_propagation_after {
+        sys::mount(None, c"/", None, flag, None).map_err(fail(Step::RootPropagation, 1))?;
+    }
+    Ok(())
+}
+
+/// After sysctls: read-only and masked paths, then the read-only root.
+fn finish_rootfs(r: &RootfsPlan) -> Res<()> {
+    for (i, path) in r.readonly.iter().enumerate() {
+        match sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(fail(Step::ReadonlyPath, i)(e)),
+        }
+        let flags =
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC | locked_flags(path);
+        sys::mount(Some(path), path, None, flags, None).map_err(fail(Step::ReadonlyPath, i))?;
+    }
+    for (i, path) in r.masked.iter().enumerate() {
+        // SAFETY: path is a valid C string; st is plain data valid for writes.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::stat(path.as_ptr(), &mut st) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                continue;
+            }
+            return Err(fail(Step::MaskPath, i)(e));
+        }
+        let r = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            sys::mount(Some(c"tmpfs"), path, Some(c"tmpfs"), libc::MS_RDONLY, None)
+        } else {
+            sys::mount(Some(c"/dev/null"), path, None, libc::MS_BIND, None)
+        };
+        r.map_err(fail(Step::MaskPath, i))?;
+    }
+    if r.readonly_root {
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | locked_flags(c"/");
+        sys::mount(None, c"/", None, flags, None).map_err(fail(Step::ReadonlyRoot, 0))?;
+    }
+    Ok(())
+}
+
+/// nosuid/nodev/noexec already on a mount must be kept when remounting it.
+fn locked_flags(path: &CStr) -> libc::c_ulong {
+    // SAFETY: statvfs is plain data; path is a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+        return 0;
+    }
+    let mut f = 0;
+    for (st, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+    ] {
+        if s.f_flag & st != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+/// Open a pty in the container's devpts, make it our controlling terminal and stdio, and send
+/// the master to whoever listens on the console socket.
+fn setup_console(sock: BorrowedFd<'_>, size: Option<(u16, u16)>) -> io::Result<()> {
+    let master = sys::openat(None, c"/dev/ptmx", libc::O_RDWR | libc::O_NOCTTY, 0)?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER returns a new descriptor for the pty's peer.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ takes a pointer to winsize.
+        unsafe { libc::ioctl(slave, libc::TIOCSWINSZ, &ws) };
+    }
+    sys::send_fd(sock, b"c", master.as_raw_fd())?;
+    drop(master);
+    // SAFETY: setsid has no memory effects; we are not a group leader after clone.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TIOCSCTTY takes an int argument.
+    if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for fd in 0..3 {
+        sys::dup2(slave, fd)?;
+    }
+    if slave > 2 {
+        // SAFETY: slave is our own descriptor, now duplicated onto stdio.
+        unsafe { libc::close(slave) };
+    }
+    Ok(())
+}
+
+/// Turn a child's failure report into a message naming the step, path and errno.
+pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
+    let err = io::Error::from_raw_os_error(f.errno);
+    let i = f.index as usize;
+    let rootfs = p.rootfs.rootfs.to_string_lossy();
+    let what = match f.step {
+        Step::Stdio => format!("dup stdio fd {i}"),
+        Step::JoinCgroup => format!(
+            "join cgroup {}",
+            extra.cgroup_procs.get(i).map_or("?".into(), |s| s.clone())
+        ),
+        Step::UnshareCgroup => "unshare cgroup namespace".into(),
+        Step::JoinNamespace => format!(
+            "setns {}",
+            extra.join.get(i).map_or("?".into(), |s| s.clone())
+        ),
+        Step::Hostname => "sethostname".into(),
+        Step::Domainname => "setdomainname".into(),
+        Step::RootPropagation => "set mount propagation of /".into(),
+        Step::BindRootfs => format!("bind mount rootfs {rootfs}"),
+        Step::OpenRootfs => format!("open rootfs {rootfs}"),
+        Step::MountTarget | Step::Mount | Step::MountRemount | Step::MountPropagation => {
+            let verb = match f.step {
+                Step::MountTarget => "create mountpoint",
+                Step::Mount => "mount",
+                Step::MountRemount => "remount",
+                _ => "set propagation of",
+            };
+            match p.rootfs.ops.get(i) {
+                Some(Op::Mount(m)) => format!(
+                    "{verb} {} on {} (type {}, in rootfs {rootfs})",
+                    m.source
+                        .as_deref()
+                        .map_or("none".into(), |s| s.to_string_lossy()),
+                    m.target.path.display(),
+                    m.fstype
+                        .as_deref()
+                        .map_or("bind".into(), |s| s.to_string_lossy()),
+                ),
+                _ => format!("{verb} mount #{i}"),
+            }
+        }
+        Step::Symlink => {
+            let at = if i >= 1000 {
+                p.rootfs.dev_symlinks.get(i - 1000).map(|(t, _)| &t.path)
+            } else {
+                match p.rootfs.ops.get(i) {
+                    Some(Op::Symlink { at, .. }) => Some(&at.path),
+                    _ => None,
+                }
+            };
+            format!(
+                "symlink {}",
+                at.map_or("?".into(), |p| p.display().to_string())
+            )
+        }
+        Step::Device => format!(
+            "mknod {}",
+            p.rootfs
+                .devices
+                .get(i)
+                .map_or("?".into(), |d| d.target.path.display().to_string())
+        ),
+        Step::PivotRoot => {
+            if p.rootfs.no_pivot {
+                format!("move rootfs {rootfs} to / and chroot")
+            } else {
+                format!("pivot_root into {rootfs}")
+            }
+        }
+        Step::Sysctl => format!(
+            "write sysctl {}",
+            p.sysctls
+                .get(i)
+                .map_or("?".into(), |(k, _)| k.to_string_lossy())
+        ),
+        Step::ReadonlyPath => format!(
+            "make {} read-only",
+            p.rootfs
+                .readonly
+                .get(i)
+                .map_or("?".into(), |s| s.to_string_lossy())
+        ),
+        Step::MaskPath => format!(
+            "mask {}",
+            p.rootfs
+                .masked
+                .get(i)
+                .map_or("?".into(), |s| s.to_string_lossy())
+        ),
+        Step::ReadonlyRoot => "remount rootfs read-only".into(),
+        Step::Console => "set up the console (pty) and send it over --console-socket".into(),
+        Step::Rlimit => {
+            let (name, soft, hard) = extra.rlimits.get(i).cloned().unwrap_or(("?".into(), 0, 0));
+            let hint = if f.errno == libc::EPERM {
+                " (raising a hard limit needs CAP_SYS_RESOURCE, which this process lacks)"
+            } else {
+                ""
+            };
+            return format!("setrlimit {name} soft={soft} hard={hard}: {err}{hint}");
+        }
+        Step::OomScoreAdj => {
+            let hint = if f.errno == libc::EACCES || f.errno == libc::EPERM {
+                " (lowering it needs CAP_SYS_RESOURCE, which this process lacks)"
+            } else {
+                ""
+            };
+            return format!(
+                "write oom_score_adj {}: {err}{hint}",
+                p.oom_score_adj
+                    .as_deref()
+                    .map_or("?".into(), |s| s.to_string_lossy())
+            );
+        }
+        Step::Capabilities => format!("apply capabilities (cap {i})"),
+        Step::Setgroups => format!("setgroups {:?}", p.additional_gids),
+        Step::Setgid => format!("setgid {}", p.gid),
+        Step::Setuid => format!("setuid {}", p.uid),
+        Step::NoNewPrivileges => "set no_new_privs".into(),
+        Step::Chdir => format!("chdir to cwd {}", p.cwd.to_string_lossy()),
+        Step::FindExecutable => {
+            let arg0 = p.argv.first().map_or("?".into(), |a| a.to_string_lossy());
+            return format!(
+                "exec: {arg0:?}: executable file not found in $PATH or not executable: {err}"
+            );
+        }
+        Step::StartFifo => "wait for start on exec.fifo".into(),
+        Step::Exec => format!(
+            "exec {}",
+            p.argv.first().map_or("?".into(), |a| a.to_string_lossy())
+        ),
+    };
+    format!("{what}: {err}")
+}
+
+/// Names the parent keeps for describing failures of steps that have no path in the plan.
+#[derive(Debug, Default)]
+pub struct PlanNames {
+    pub cgroup_procs: Vec<String>,
+    pub join: Vec<String>,
+    pub rlimits: Vec<(String, u64, u64)>,
+}
+
+impl Failure {
+    pub fn from_report(r: &Report) -> Option<Failure> {
+        (r.tag == TAG_FAILED).then(|| Failure {
+            step: Step::from_u32(r.step).unwrap_or(Step::Exec),
+            index: r.index,
+            errno: r.errno,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        let r = Report {
+            tag: TAG_FAILED,
+            step: Step::Mount as u32,
+            index: 7,
+            errno: libc::EPERM,
+        };
+        assert_eq!(Report::from_bytes(&r.to_bytes()), r);
+        let f = Failure::from_report(&r).unwrap();
+        assert_eq!((f.step, f.index, f.errno), (Step::Mount, 7, libc::EPERM));
+    }
+
+    #[test]
+    fn every_step_number_maps_back() {
+        for v in 1..=32 {
+            assert_eq!(Step::from_u32(v).unwrap() as u32, v);
+        }
+        assert!(Step::from_u32(0).is_none());
+    }
+}

@@ -1,0 +1,350 @@
+//! berth-runtime's command line: runc's commands and flags over the library, so containerd
+//! and dockerd can use it as a drop-in.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use berth_runtime::container::{self, Container, DEFAULT_ROOT};
+use berth_runtime::{log, spec, CreateOptions};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "berth-runtime",
+    version,
+    about = "An OCI runtime on clone3 and pidfds, with runc's command line"
+)]
+struct Cli {
+    /// Directory holding container state
+    #[arg(long, global = true, default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Write log messages to this file (default: stderr)
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format
+    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log debug messages too
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (not supported)
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Rootless mode: false or auto (true is not supported)
+    #[arg(long, global = true)]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct CreateArgs {
+    /// Path to the bundle (the directory holding config.json)
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Unix socket that receives the pty master when process.terminal is true
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Write the init's host pid here
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Use MS_MOVE and chroot instead of pivot_root
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility; berth never creates a session keyring
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass this many descriptors after stdio (3, 4, …) to the container
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Container id
+    id: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a default config.json into the bundle
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        /// Rootless spec (not supported)
+        #[arg(long = "rootless", id = "spec_rootless")]
+        rootless: bool,
+    },
+    /// Create a container; its process waits for `start`
+    Create(CreateArgs),
+    /// Start a created container's process
+    Start { id: String },
+    /// Create, start, wait for and delete a container
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once the process runs, leaving the container behind
+        #[arg(short, long)]
+        detach: bool,
+        /// Do not delete the container after it exits
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the container's OCI state as JSON
+    State { id: String },
+    /// Send a signal (default SIGTERM) to the container's init
+    Kill {
+        /// Signal every process in the container
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        signal: Option<String>,
+    },
+    /// Delete a container and everything it holds
+    Delete {
+        /// Kill it first if it is running
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// List containers
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+        /// Only ids
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// List the container's processes
+    Ps {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: Format,
+        id: String,
+        /// Arguments for ps(1) (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process in the container
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// Print what this runtime supports (JSON)
+    Features,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => log::Format::Text,
+        LogFormat::Json => log::Format::Json,
+    };
+    if let Err(e) = log::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("berth-runtime: open log file: {e}");
+        return ExitCode::FAILURE;
+    }
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if log::has_file() {
+                log::error(&msg);
+            }
+            eprintln!("berth-runtime: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn create_options(root: &Path, a: CreateArgs) -> CreateOptions {
+    let _ = a.no_new_keyring;
+    CreateOptions {
+        id: a.id,
+        bundle: a.bundle,
+        root: root.to_path_buf(),
+        pid_file: a.pid_file,
+        console_socket: a.console_socket,
+        preserve_fds: a.preserve_fds,
+        no_pivot: a.no_pivot,
+        stdio: None,
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup is not supported: berth-runtime manages cgroupfs directly (v1, v2 and hybrid)");
+    }
+    match cli.rootless.as_deref() {
+        None | Some("false") | Some("auto") => {}
+        Some(v) => bail!("--rootless={v} is not supported: berth-runtime runs as root"),
+    }
+    let root = cli.root.as_path();
+    let mut out = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Spec { bundle, rootless } => {
+            if rootless {
+                bail!("spec --rootless is not supported");
+            }
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists; remove it first", path.display());
+            }
+            std::fs::write(&path, spec::DEFAULT_SPEC)
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        Cmd::Create(a) => {
+            container::create(&create_options(root, a))?;
+        }
+        Cmd::Start { id } => container::start(root, &id)?,
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => {
+            let status = container::run(&create_options(root, create), detach, keep)?;
+            return Ok(status.clamp(0, 255) as u8);
+        }
+        Cmd::State { id } => {
+            let c = Container::load(root, &id)?;
+            let s = c.oci_state(c.status());
+            serde_json::to_writer_pretty(&mut out, &s)?;
+            writeln!(out)?;
+        }
+        Cmd::Kill { all, id, signal } => {
+            let sig = match signal.as_deref() {
+                None => libc::SIGTERM,
+                Some(s) => {
+                    container::parse_signal(s).ok_or_else(|| anyhow!("unknown signal {s:?}"))?
+                }
+            };
+            container::kill(root, &id, sig, all)?;
+        }
+        Cmd::Delete { force, id } => container::delete(root, &id, force)?,
+        Cmd::List { format, quiet } => print_list(&mut out, root, format, quiet)?,
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => print_ps(&mut out, root, &id, format, &ps_args)?,
+        Cmd::Pause { id } => container::pause(root, &id)?,
+        Cmd::Resume { id } => container::resume(root, &id)?,
+        Cmd::Features => {
+            serde_json::to_writer_pretty(&mut out, &berth_runtime::features::features())?;
+            writeln!(out)?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_list(
+    out: &mut impl Write,
+    root: &Path,
+    format: Format,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let all = container::list(root)?;
+    if quiet {
+        for (c, _) in &all {
+            writeln!(out, "{}", c.record.id)?;
+        }
+        return Ok(());
+    }
+    if format == Format::Json {
+        let states: Vec<_> = all.iter().map(|(c, s)| c.oci_state(*s)).collect();
+        serde_json::to_writer(&mut *out, &states)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let rows: Vec<[String; 6]> = all
+        .iter()
+        .map(|(c, s)| {
+            let st = c.oci_state(*s);
+            [
+                c.record.id.clone(),
+                st.pid.to_string(),
+                s.as_str().to_string(),
+                c.record.bundle.display().to_string(),
+                c.record.created.clone(),
+                "root".to_string(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"];
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = width[i]));
+            }
+        }
+        s
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+fn print_ps(
+    out: &mut impl Write,
+    root: &Path,
+    id: &str,
+    format: Format,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let pids = container::ps_pids(root, id)?;
+    if format == Format::Json {
+        serde_json::to_writer(&mut *out, &pids)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let args: Vec<String> = if args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        args.to_vec()
+    };
+    let o = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("run ps")?;
+    if !o.status.success() {
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow!("ps output has no PID column"))?;
+    writeln!(out, "{header}")?;
+    for l in lines {
+        let pid = l.split_whitespace().nth(col).and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            writeln!(out, "{l}")?;
+        }
+    }
+    Ok(())
+}
