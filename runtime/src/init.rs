@@ -15,7 +15,7 @@ use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Stdio = 1,
-    JoinCgroup,
+    AwaitCgroup,
     UnshareCgroup,
     JoinNamespace,
     Hostname,
@@ -52,7 +52,7 @@ impl Step {
     fn from_u32(v: u32) -> Option<Step> {
         const ALL: [Step; 32] = [
             Step::Stdio,
-            Step::JoinCgroup,
+            Step::AwaitCgroup,
             Step::UnshareCgroup,
             Step::JoinNamespace,
             Step::Hostname,
@@ -178,6 +178,8 @@ pub struct RootfsPlan {
     pub rootfs: CString,
     pub propagation: libc::c_ulong,
     pub ops: Vec<Op>,
+    /// Index of the first op that needs the container's cgroups (ops.len() when none).
+    pub cgroup_from: usize,
     pub devices: Vec<DeviceNode>,
     /// (link path inside the rootfs, target)
     pub dev_symlinks: Vec<(Target, CString)>,
@@ -194,8 +196,9 @@ pub struct RootfsPlan {
 pub struct ChildPlan {
     /// Write end of the report pipe; owned by the caller of clone3.
     pub sync: RawFd,
+    /// Read end of the pipe on which the parent says the cgroups are ready and joined.
+    pub go: RawFd,
     pub stdio: Option<[RawFd; 3]>,
-    pub cgroup_procs: Vec<OwnedFd>,
     pub unshare_cgroupns: bool,
     /// Namespaces to join (descriptor, CLONE_NEW* type), in order.
     pub join: Vec<(OwnedFd, libc::c_int)>,
@@ -264,12 +267,6 @@ fn setup(
             sys::dup2(*fd, i as RawFd).map_err(fail(Step::Stdio, i))?;
         }
     }
-    for (i, fd) in p.cgroup_procs.iter().enumerate() {
-        sys::write_all(fd.as_fd(), b"0").map_err(fail(Step::JoinCgroup, i))?;
-    }
-    if p.unshare_cgroupns {
-        sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail(Step::UnshareCgroup, 0))?;
-    }
     for (i, (fd, nstype)) in p.join.iter().enumerate() {
         sys::setns(fd.as_fd(), *nstype).map_err(fail(Step::JoinNamespace, i))?;
     }
@@ -281,7 +278,7 @@ fn setup(
     }
     // SAFETY: umask cannot fail. Devices and mountpoints get exactly the modes we ask for.
     unsafe { libc::umask(0) };
-    prepare_rootfs(&p.rootfs)?;
+    prepare_rootfs(p)?;
     for (i, (path, value)) in p.sysctls.iter().enumerate() {
         let fd = sys::openat(None, path, libc::O_WRONLY | libc::O_TRUNC, 0)
             .map_err(fail(Step::Sysctl, i))?;
@@ -495,7 +492,29 @@ fn do_mount(root: BorrowedFd<'_>, i: usize, m: &MountOp) -> Res<()> {
     Ok(())
 }
 
-fn prepare_rootfs(r: &RootfsPlan) -> Res<()> {
+/// Block until the parent has made the cgroups and moved us in, then enter a new cgroup
+/// namespace rooted there if asked.
+fn await_cgroups(p: &ChildPlan) -> Res<()> {
+    // SAFETY: the parent keeps the read end open across clone; we hold our own copy.
+    let go = unsafe { BorrowedFd::borrow_raw(p.go) };
+    let mut b = [0u8; 1];
+    match sys::read(go, &mut b) {
+        Ok(1) => {}
+        Ok(_) => {
+            return Err(fail(Step::AwaitCgroup, 0)(io::Error::from_raw_os_error(
+                libc::EPIPE,
+            )))
+        }
+        Err(e) => return Err(fail(Step::AwaitCgroup, 0)(e)),
+    }
+    if p.unshare_cgroupns {
+        sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail(Step::UnshareCgroup, 0))?;
+    }
+    Ok(())
+}
+
+fn prepare_rootfs(p: &ChildPlan) -> Res<()> {
+    let r = &p.rootfs;
     sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
     sys::mount(
         Some(&r.rootfs),
@@ -508,6 +527,9 @@ fn prepare_rootfs(r: &RootfsPlan) -> Res<()> {
     let root = sys::openat(None, &r.rootfs, libc::O_PATH | libc::O_DIRECTORY, 0)
         .map_err(fail(Step::OpenRootfs, 0))?;
     for (i, op) in r.ops.iter().enumerate() {
+        if i == r.cgroup_from {
+            await_cgroups(p)?;
+        }
         match op {
             Op::Mount(m) => do_mount(root.as_fd(), i, m)?,
             Op::Symlink { target, at } => {
@@ -520,6 +542,9 @@ fn prepare_rootfs(r: &RootfsPlan) -> Res<()> {
                 }
             }
         }
+    }
+    if r.cgroup_from >= r.ops.len() {
+        await_cgroups(p)?;
     }
     for (i, d) in r.devices.iter().enumerate() {
         let dir = ensure_parent(root.as_fd(), &d.target).map_err(fail(Step::Device, i))?;
@@ -675,10 +700,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
     let rootfs = p.rootfs.rootfs.to_string_lossy();
     let what = match f.step {
         Step::Stdio => format!("dup stdio fd {i}"),
-        Step::JoinCgroup => format!(
-            "join cgroup {}",
-            extra.cgroup_procs.get(i).map_or("?".into(), |s| s.clone())
-        ),
+        Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
         Step::UnshareCgroup => "unshare cgroup namespace".into(),
         Step::JoinNamespace => format!(
             "setns {}",
@@ -806,7 +828,6 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
 /// Names the parent keeps for describing failures of steps that have no path in the plan.
 #[derive(Debug, Default)]
 pub struct PlanNames {
-    pub cgroup_procs: Vec<String>,
     pub join: Vec<String>,
     pub rlimits: Vec<(String, u64, u64)>,
 }

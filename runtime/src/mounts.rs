@@ -178,13 +178,23 @@ pub struct CgroupMountCtx<'a> {
     pub new_cgroupns: bool,
 }
 
+/// The operations for a config's mounts, and the index of the first one that needs the
+/// container's cgroups to exist (ops.len() when none does).
+#[derive(Debug)]
+pub struct Planned {
+    pub ops: Vec<Op>,
+    pub cgroup_from: usize,
+}
+
 /// Build the operations for `mounts`. Bind sources are resolved against `bundle`.
-pub fn plan(mounts: &[Mount], bundle: &Path, cg: &CgroupMountCtx<'_>) -> Result<Vec<Op>> {
+pub fn plan(mounts: &[Mount], bundle: &Path, cg: &CgroupMountCtx<'_>) -> Result<Planned> {
     let mut ops = Vec::with_capacity(mounts.len() + 8);
+    let mut cgroup_from = None;
     for m in mounts {
         let o = parse_options(m.options().as_deref().unwrap_or(&[]));
         let typ = m.typ().as_deref().unwrap_or("");
         if typ == "cgroup" || typ == "cgroup2" && !o.bind {
+            cgroup_from.get_or_insert(ops.len());
             plan_cgroup(m.destination(), &o, cg, typ == "cgroup2", &mut ops)?;
             continue;
         }
@@ -232,7 +242,8 @@ pub fn plan(mounts: &[Mount], bundle: &Path, cg: &CgroupMountCtx<'_>) -> Result<
             propagation: o.propagation,
         }));
     }
-    Ok(ops)
+    let cgroup_from = cgroup_from.unwrap_or(ops.len());
+    Ok(Planned { ops, cgroup_from })
 }
 
 /// A "cgroup" mount: with a cgroup namespace, the hierarchies are mounted fresh (their root is
@@ -406,7 +417,7 @@ mod tests {
             cgroup: &cg,
             new_cgroupns: true,
         };
-        let ops = plan(&[m], Path::new("/bundle"), &ctx).unwrap();
+        let ops = plan(&[m], Path::new("/bundle"), &ctx).unwrap().ops;
         let Op::Mount(op) = &ops[0] else { panic!() };
         assert_eq!(op.flags, libc::MS_BIND | libc::MS_REC);
         assert_eq!(
@@ -434,7 +445,9 @@ mod tests {
             "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid"]
         }))
         .unwrap();
-        let ops = plan(&[m], Path::new("/b"), &ctx).unwrap();
+        let planned = plan(&[m], Path::new("/b"), &ctx).unwrap();
+        assert_eq!(planned.cgroup_from, 0);
+        let ops = planned.ops;
         let names: Vec<String> = ops
             .iter()
             .map(|op| match op {

@@ -45,10 +45,62 @@ pub struct Host {
 
 impl Host {
     pub fn detect() -> Result<Host> {
+        let own = fs::read_to_string("/proc/self/cgroup").ctx("read", "/proc/self/cgroup")?;
+        if let Some(h) = Host::probe_standard(&own) {
+            return Ok(h);
+        }
         let mountinfo =
             fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
-        let own = fs::read_to_string("/proc/self/cgroup").ctx("read", "/proc/self/cgroup")?;
         Ok(Host::parse(&mountinfo, &own))
+    }
+
+    /// The usual layout under /sys/fs/cgroup, confirmed with statfs: no mountinfo to read,
+    /// whose size grows with every container on the host. None when anything differs.
+    fn probe_standard(own: &str) -> Option<Host> {
+        const CGROUP_SUPER_MAGIC: i64 = 0x27e0eb;
+        const CGROUP2_SUPER_MAGIC: i64 = 0x63677270;
+        let fs_type = |p: &str| -> Option<i64> {
+            let c = std::ffi::CString::new(p).ok()?;
+            // SAFETY: statfs is plain data; c is a valid C string.
+            let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            (unsafe { libc::statfs(c.as_ptr(), &mut s) } == 0).then_some(s.f_type as i64)
+        };
+        let mut v1 = Vec::new();
+        let mut unified = None;
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if ctrls.is_empty() {
+                let mount = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                    .into_iter()
+                    .find(|m| fs_type(m) == Some(CGROUP2_SUPER_MAGIC))?;
+                unified = Some((PathBuf::from(mount), PathBuf::from(path)));
+                continue;
+            }
+            let name = ctrls.strip_prefix("name=").unwrap_or(ctrls);
+            let mount = format!("/sys/fs/cgroup/{name}");
+            if fs_type(&mount) != Some(CGROUP_SUPER_MAGIC) {
+                return None;
+            }
+            v1.push(V1Hierarchy {
+                controllers: ctrls.to_string(),
+                mount: PathBuf::from(mount),
+                own: PathBuf::from(path),
+            });
+        }
+        // Pure v2 puts "0::" on /sys/fs/cgroup itself and has no v1 lines.
+        if unified
+            .as_ref()
+            .is_some_and(|(m, _)| m == Path::new("/sys/fs/cgroup"))
+            && !v1.is_empty()
+        {
+            return None;
+        }
+        Some(Host { v1, unified })
     }
 
     /// Pure parsing of mountinfo and /proc/self/cgroup, so it can be tested without a host.
@@ -137,15 +189,6 @@ pub struct Cgroup {
     pub unified: Option<PathBuf>,
 }
 
-/// Descriptors the container joins its cgroup through, opened before clone.
-pub struct Join {
-    /// For CLONE_INTO_CGROUP.
-    pub unified_dir: Option<OwnedFd>,
-    /// cgroup.procs files the child writes "0" into (all v1 ones, plus the unified one when
-    /// CLONE_INTO_CGROUP is not used).
-    pub procs: Vec<OwnedFd>,
-}
-
 fn join_path(base: &Path, own: &Path, cgroups_path: &Path) -> PathBuf {
     let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
     if cgroups_path.is_absolute() {
@@ -172,33 +215,54 @@ impl Cgroup {
 
     /// Make the directories and apply `resources`. On failure, removes what it made.
     pub fn create(&self, host: &Host, resources: Option<&LinuxResources>) -> Result<()> {
-        let r = self.create_inner(host, resources);
+        let r = self
+            .create_unified(host, resources)
+            .and_then(|()| self.create_rest(resources));
         if r.is_err() {
             let _ = self.destroy();
         }
         r
     }
 
-    fn create_inner(&self, host: &Host, resources: Option<&LinuxResources>) -> Result<()> {
+    /// The cgroup v2 directory alone, with the controllers `resources` needs enabled above
+    /// it: what must exist before clone3(CLONE_INTO_CGROUP).
+    pub fn create_unified(&self, host: &Host, resources: Option<&LinuxResources>) -> Result<()> {
+        let Some(dir) = &self.unified else {
+            return Ok(());
+        };
+        let (mount, _) = host.unified.as_ref().expect("unified planned from host");
+        let needed = resources.map(v2::controllers_needed).unwrap_or_default();
+        let available = host.unified_controllers();
+        let enable: Vec<&str> = needed
+            .iter()
+            .copied()
+            .filter(|c| available.iter().any(|a| a == c) && !self.has_v1(c))
+            .collect();
+        v2::create_with_controllers(mount, dir, &enable)
+    }
+
+    /// The v1 directories and every resource limit; runs while the child prepares its rootfs.
+    pub fn create_rest(&self, resources: Option<&LinuxResources>) -> Result<()> {
         for (ctrls, dir) in &self.v1 {
             fs::create_dir_all(dir).ctx("create cgroup", dir)?;
             if ctrls.split(',').any(|c| c == "cpuset") {
                 v1::inherit_cpuset(dir)?;
             }
         }
-        if let Some(dir) = &self.unified {
-            let (mount, _) = host.unified.as_ref().expect("unified planned from host");
-            let needed = resources.map(v2::controllers_needed).unwrap_or_default();
-            let available = host.unified_controllers();
-            let enable: Vec<&str> = needed
-                .iter()
-                .copied()
-                .filter(|c| available.iter().any(|a| a == c) && !self.has_v1(c))
-                .collect();
-            v2::create_with_controllers(mount, dir, &enable)?;
-        }
         if let Some(res) = resources {
             self.apply(res)?;
+        }
+        Ok(())
+    }
+
+    /// Move `pid` into every hierarchy (into the v2 one too unless it was born there).
+    pub fn attach(&self, pid: libc::pid_t, skip_unified: bool) -> Result<()> {
+        let pid = pid.to_string();
+        for (_, dir) in &self.v1 {
+            write_file(dir, "cgroup.procs", &pid)?;
+        }
+        if let (Some(u), false) = (&self.unified, skip_unified) {
+            write_file(u, "cgroup.procs", &pid)?;
         }
         Ok(())
     }
@@ -241,26 +305,15 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Open what the child needs to join. With `clone_into`, the unified directory is
-    /// joined by CLONE_INTO_CGROUP and not written to.
-    pub fn open_join(&self, clone_into: bool) -> Result<Join> {
-        let mut procs = Vec::with_capacity(self.v1.len() + 1);
-        for (_, dir) in &self.v1 {
-            procs.push(open_procs(dir)?);
-        }
-        let mut unified_dir = None;
-        if let Some(dir) = &self.unified {
-            if clone_into {
-                let c = cstr(dir)?;
-                unified_dir = Some(
-                    sys::openat(None, &c, libc::O_PATH | libc::O_DIRECTORY, 0)
-                        .ctx("open cgroup", dir)?,
-                );
-            } else {
-                procs.push(open_procs(dir)?);
-            }
-        }
-        Ok(Join { unified_dir, procs })
+    /// The v2 directory, opened for clone3(CLONE_INTO_CGROUP).
+    pub fn open_unified(&self) -> Result<Option<OwnedFd>> {
+        let Some(dir) = &self.unified else {
+            return Ok(None);
+        };
+        let c = cstr(dir)?;
+        sys::openat(None, &c, libc::O_PATH | libc::O_DIRECTORY, 0)
+            .ctx("open cgroup", dir)
+            .map(Some)
     }
 
     /// The directory whose cgroup.procs lists every process of the container.
@@ -269,6 +322,20 @@ impl Cgroup {
             .as_deref()
             .or_else(|| self.v1_dir("pids"))
             .or_else(|| self.v1.first().map(|(_, d)| d.as_path()))
+    }
+
+    /// Whether any process is left in the container's cgroup or below it. cgroup.events says
+    /// so in one read on v2 (and hybrid); pure v1 has to list the tree.
+    pub fn is_populated(&self) -> Result<bool> {
+        if let Some(u) = &self.unified {
+            let p = u.join("cgroup.events");
+            match fs::read_to_string(&p) {
+                Ok(s) => return Ok(s.lines().any(|l| l.trim() == "populated 1")),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(Error::io("read", p, e)),
+            }
+        }
+        Ok(!self.pids()?.is_empty())
     }
 
     /// Every pid in the container's cgroup, sub-cgroups included.
@@ -336,11 +403,6 @@ impl Cgroup {
     }
 }
 
-fn open_procs(dir: &Path) -> Result<OwnedFd> {
-    let p = dir.join("cgroup.procs");
-    sys::openat(None, &cstr(&p)?, libc::O_WRONLY, 0).ctx("open", p)
-}
-
 pub(crate) fn cstr(p: &Path) -> Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| {
@@ -370,15 +432,9 @@ fn collect_pids(dir: &Path, out: &mut Vec<libc::pid_t>) -> Result<()> {
     Ok(())
 }
 
-/// rmdir a cgroup and any sub-cgroups the container made, retrying while tasks exit.
+/// rmdir a cgroup and any sub-cgroups the container made, retrying while tasks exit. The
+/// common case (no sub-cgroups, no tasks) costs one rmdir.
 fn remove_tree(dir: &Path) -> Result<()> {
-    if let Ok(rd) = fs::read_dir(dir) {
-        for entry in rd.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&entry.path())?;
-            }
-        }
-    }
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut pause = Duration::from_micros(200);
     loop {
@@ -386,8 +442,20 @@ fn remove_tree(dir: &Path) -> Result<()> {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
+                // Sub-cgroups made inside the container go first; then wait for tasks.
+                let mut had_children = false;
+                if let Ok(rd) = fs::read_dir(dir) {
+                    for entry in rd.flatten() {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            had_children = true;
+                            remove_tree(&entry.path())?;
+                        }
+                    }
+                }
+                if !had_children {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
             }
             Err(e) => return Err(Error::io("remove cgroup", dir, e)),
         }

@@ -141,8 +141,9 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         armed: true,
     };
 
-    cgroup.create(&host, linux.resources().as_ref())?;
+    // Only the v2 directory is needed before clone; the rest is made while the child works.
     cleanup.cgroup = Some(&cgroup);
+    cgroup.create_unified(&host, linux.resources().as_ref())?;
 
     let gate = match mode {
         Mode::Create => {
@@ -158,17 +159,19 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     };
 
     let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let (go_r, go_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
     let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child)?;
     let Prepared {
         mut plan,
         names,
         clone_flags,
-        clone_into,
         pidns,
     } = prepared;
     plan.sync = sync_w.as_raw_fd();
+    plan.go = go_r.as_raw_fd();
     let argv = null_terminated(&plan.argv);
     let envp = null_terminated(&plan.envp);
+    let clone_into = cgroup.open_unified()?;
 
     // Joining a pid namespace by path changes which namespace our next child is born in.
     let own_pidns = match &pidns {
@@ -180,10 +183,21 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         }
         None => None,
     };
-    let cgroup_fd = plan_cgroup_fd(&clone_into);
     // SAFETY: berth-runtime (and the shim that embeds it) is single-threaded when it creates a
     // container; the child only runs `child_main`, which makes syscalls and exits or execs.
-    let forked = unsafe { sys::clone3(clone_flags, cgroup_fd) };
+    let mut forked = unsafe { sys::clone3(clone_flags, clone_into.as_ref().map(|f| f.as_fd())) };
+    let mut born_in_cgroup = clone_into.is_some();
+    if born_in_cgroup && forked.is_err() {
+        // Some v2 set-ups refuse CLONE_INTO_CGROUP (a threaded subtree, say): fall back to
+        // moving the child after clone.
+        crate::log::warn_once(
+            "clone_into_cgroup",
+            "clone3 refused CLONE_INTO_CGROUP; moving the container into its cgroup after clone",
+        );
+        born_in_cgroup = false;
+        // SAFETY: as above.
+        forked = unsafe { sys::clone3(clone_flags, None) };
+    }
     if let Some(own) = &own_pidns {
         sys::setns(own.as_fd(), libc::CLONE_NEWPID)
             .ctx("restore pid namespace", "/proc/self/ns/pid")?;
@@ -193,8 +207,17 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(sync_w);
+    drop(go_r);
 
-    if let Err(e) = await_child(&plan, &names, &sync_r, &pidfd, mode) {
+    // While the child prepares its rootfs: the v1 cgroups, every limit, and the move.
+    let joined = cgroup
+        .create_rest(linux.resources().as_ref())
+        .and_then(|()| cgroup.attach(pid, born_in_cgroup))
+        .and_then(|()| {
+            sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
+        });
+    drop(go_w);
+    if let Err(e) = joined.and_then(|()| await_child(&plan, &names, &sync_r, mode)) {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
         return Err(e);
@@ -246,19 +269,9 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     })
 }
 
-fn plan_cgroup_fd(clone_into: &Option<OwnedFd>) -> Option<std::os::fd::BorrowedFd<'_>> {
-    clone_into.as_ref().map(|f| f.as_fd())
-}
-
 /// Read the child's reports: a failure becomes an error naming the step; `Create` waits for
 /// READY, `Run` for the pipe to close on exec.
-fn await_child(
-    plan: &ChildPlan,
-    names: &PlanNames,
-    sync: &OwnedFd,
-    pidfd: &OwnedFd,
-    mode: Mode,
-) -> Result<()> {
+fn await_child(plan: &ChildPlan, names: &PlanNames, sync: &OwnedFd, mode: Mode) -> Result<()> {
     let mut buf = [0u8; Report::SIZE];
     let mut got = 0;
     while got < buf.len() {
@@ -279,13 +292,8 @@ fn await_child(
         }
     }
     if got == 0 && mode == Mode::Run {
-        // The pipe closed on exec, unless the child died first.
-        if let Ok(Some(exit)) = sys::waitid_pidfd(pidfd.as_fd(), true) {
-            return Err(Error::Init(format!(
-                "container init died during set-up (exit status {})",
-                exit.status()
-            )));
-        }
+        // The pipe is O_CLOEXEC: it closed without a report because execve succeeded (the
+        // program may well have finished already).
         return Ok(());
     }
     Err(Error::Init(
@@ -310,7 +318,6 @@ struct Prepared {
     plan: ChildPlan,
     names: PlanNames,
     clone_flags: u64,
-    clone_into: Option<OwnedFd>,
     pidns: Option<(OwnedFd, PathBuf)>,
 }
 
@@ -370,19 +377,10 @@ fn prepare(
         }
     }
 
-    // CLONE_INTO_CGROUP puts the child in the v2 cgroup at birth; v1 hierarchies are joined by
-    // the child itself, and a new cgroup namespace must then wait until it has joined them.
-    let clone_into = cgroup.unified.is_some();
-    let cg_join = cgroup.open_join(clone_into)?;
-    names.cgroup_procs = cgroup
-        .v1
-        .iter()
-        .map(|(_, d)| d.display().to_string())
-        .collect();
-    let unshare_cgroupns = new_cgroupns && !cg_join.procs.is_empty();
-    if unshare_cgroupns {
-        clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
-    }
+    // The parent moves the child into its v1 cgroups after clone, so a new cgroup namespace
+    // is entered only once that is done (its root is the cgroup at the time of unshare).
+    let unshare_cgroupns = new_cgroupns;
+    clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
 
     let hostname = spec
         .hostname()
@@ -482,8 +480,8 @@ fn prepare(
 
     let plan = ChildPlan {
         sync: -1,
+        go: -1,
         stdio: opts.stdio,
-        cgroup_procs: cg_join.procs,
         unshare_cgroupns,
         join,
         hostname,
@@ -516,7 +514,6 @@ fn prepare(
         plan,
         names,
         clone_flags,
-        clone_into: cg_join.unified_dir,
         pidns,
     })
 }
@@ -648,7 +645,7 @@ fn prepare_rootfs(
         cgroup,
         new_cgroupns,
     };
-    let ops = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    let planned = mounts::plan(&mounts, &bundle.dir, &ctx)?;
     // A bind-mounted /dev is the host's business; otherwise populate it as runc does.
     let dev_is_bind = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")
@@ -727,7 +724,8 @@ fn prepare_rootfs(
     Ok(RootfsPlan {
         rootfs: cstring(bundle.rootfs.as_os_str().as_bytes(), &config)?,
         propagation,
-        ops,
+        ops: planned.ops,
+        cgroup_from: planned.cgroup_from,
         devices,
         dev_symlinks,
         no_pivot,

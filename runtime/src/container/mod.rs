@@ -221,7 +221,7 @@ impl Container {
     /// Remove the cgroups and the state directory.
     pub fn destroy(&self) -> Result<()> {
         // Processes that outlived the init (shared pid namespace) go with the container.
-        if !self.record.cgroup.pids().unwrap_or_default().is_empty() {
+        if self.record.cgroup.is_populated()? {
             self.record.cgroup.signal_all(libc::SIGKILL)?;
         }
         self.record.cgroup.destroy()?;
