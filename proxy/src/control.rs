@@ -214,13 +214,27 @@ impl Engine {
     fn handle_request(&mut self, req: Request) -> Response {
         match req {
             Request::Add(spec) => match self.add_mapping(spec) {
-                Ok(id) => Response::Added { id },
+                Ok(id) => match self.sync_nftables() {
+                    Ok(()) => Response::Added { id },
+                    Err(e) => {
+                        // Undo: a mapping is either fully published or not at all.
+                        self.remove_mapping(id);
+                        Response::Error {
+                            message: e.to_string(),
+                        }
+                    }
+                },
                 Err(e) => Response::Error {
                     message: e.to_string(),
                 },
             },
             Request::Remove { id } => {
                 if self.remove_mapping(id) {
+                    if let Err(e) = self.sync_nftables() {
+                        return Response::Error {
+                            message: format!("mapping {id} removed, but {e}"),
+                        };
+                    }
                     Response::Removed { id }
                 } else {
                     Response::Error {

@@ -168,6 +168,8 @@ pub struct Engine {
     /// Set at the first SIGTERM: the moment draining must end.
     drain_deadline: Option<Instant>,
     exit_now: bool,
+    /// When set, berth's nftables table mirrors the mappings (plus masquerade subnets).
+    nft: Option<(crate::nft::Nft, Vec<crate::nft::Subnet>)>,
 }
 
 impl Engine {
@@ -206,6 +208,7 @@ impl Engine {
             connect_ts,
             drain_deadline: None,
             exit_now: false,
+            nft: None,
         })
     }
 
@@ -363,6 +366,44 @@ impl Engine {
         );
         self.ctl = Some(srv);
         Ok(())
+    }
+
+    /// Keep berth's nftables table in step with the mappings from now on (applied at once,
+    /// reconciling whatever an earlier run left), and delete it on clean shutdown.
+    pub fn manage_nftables(
+        &mut self,
+        masquerade: Vec<crate::nft::Subnet>,
+    ) -> Result<(), crate::nft::NftError> {
+        self.nft = Some((crate::nft::Nft::open()?, masquerade));
+        self.sync_nftables()
+    }
+
+    /// The ruleset for the current mappings: DNAT for every non-loopback host address.
+    pub fn ruleset(&self, masquerade: &[crate::nft::Subnet]) -> crate::nft::Ruleset {
+        let ports = self
+            .mappings
+            .iter()
+            .filter(|(_, _, m)| !m.spec.host.ip().is_loopback())
+            .map(|(_, _, m)| crate::nft::PublishedPort {
+                proto: m.spec.proto,
+                host_ip: Some(m.spec.host.ip()).filter(|ip| !ip.is_unspecified()),
+                host_port: m.spec.host.port(),
+                container: m.spec.container,
+            })
+            .collect();
+        crate::nft::Ruleset {
+            ports,
+            masquerade: masquerade.to_vec(),
+        }
+    }
+
+    pub(crate) fn sync_nftables(&mut self) -> Result<(), crate::nft::NftError> {
+        let Some((_, subnets)) = &self.nft else {
+            return Ok(());
+        };
+        let rules = self.ruleset(subnets);
+        let (nft, _) = self.nft.as_mut().expect("checked above");
+        nft.apply(&rules)
     }
 
     // ---- ring plumbing ----
@@ -537,6 +578,13 @@ impl Engine {
     /// Close every listener and the control socket; relayed connections may finish.
     pub fn begin_shutdown(&mut self) {
         self.drain_deadline = Some(Instant::now() + self.cfg.drain_timeout);
+        if let Some((nft, _)) = &mut self.nft {
+            match nft.remove() {
+                Ok(()) => log!("nftables table inet {} removed", crate::nft::TABLE),
+                Err(e) => log!("{e}"),
+            }
+        }
+        self.nft = None;
         let ids: Vec<u64> = self.mappings.iter().map(|(_, _, m)| m.id).collect();
         for id in ids {
             self.remove_mapping(id);

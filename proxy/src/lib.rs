@@ -7,6 +7,7 @@
 pub mod compat;
 pub mod control;
 pub mod engine;
+pub mod nft;
 pub mod pipes;
 pub mod protocol;
 pub mod slab;

@@ -63,6 +63,12 @@ enum Cmd {
         /// A mapping to start with: PROTO,HOST_ADDR:PORT,CONTAINER_ADDR:PORT (repeatable).
         #[arg(long = "map", value_parser = parse_map)]
         maps: Vec<MappingSpec>,
+        /// Mirror the mappings as DNAT rules in nftables table `inet berth` (removed on exit).
+        #[arg(long)]
+        nftables: bool,
+        /// Container subnet to masquerade when its traffic leaves it (with --nftables; repeatable).
+        #[arg(long = "masquerade", requires = "nftables")]
+        masquerade: Vec<berth_proxy::nft::Subnet>,
         #[command(flatten)]
         tuning: Tuning,
     },
@@ -116,6 +122,8 @@ fn main() -> Result<()> {
         Cmd::Serve {
             control,
             maps,
+            nftables,
+            masquerade,
             tuning,
         } => {
             if let Ok(n) = berth_proxy::sys::raise_nofile_limit() {
@@ -126,6 +134,13 @@ fn main() -> Result<()> {
                 engine
                     .add_mapping(m)
                     .with_context(|| format!("add mapping {m}"))?;
+            }
+            if nftables {
+                engine.manage_nftables(masquerade).context("nftables")?;
+                eprintln!(
+                    "berth-proxy: nftables table inet {} in sync",
+                    berth_proxy::nft::TABLE
+                );
             }
             if let Some(path) = &control {
                 engine.listen_control(path)?;
