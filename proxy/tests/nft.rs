@@ -235,21 +235,23 @@ fn serve_keeps_table_in_step_and_removes_it_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("berth-proxy-nft-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let sock = dir.join("ctl.sock");
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            env!("CARGO_BIN_EXE_berth-proxy"),
-            "serve",
-            "--nftables",
-            "--masquerade",
-            "10.232.0.0/16",
-            "--control",
-        ])
-        .arg(&sock)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(Some(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                env!("CARGO_BIN_EXE_berth-proxy"),
+                "serve",
+                "--nftables",
+                "--masquerade",
+                "10.232.0.0/16",
+                "--control",
+            ])
+            .arg(&sock)
+            .spawn()
+            .unwrap(),
+    ));
     let list = |ns: &str| {
         let o = Command::new("ip")
             .args(["netns", "exec", ns, "nft", "list", "table", "inet", "berth"])
@@ -282,6 +284,7 @@ fn serve_keeps_table_in_step_and_removes_it_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    let mut child = child.0.take().unwrap();
     // SAFETY: kill(2) on the pid of the child we started (ip netns exec execs the proxy).
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
@@ -289,4 +292,16 @@ fn serve_keeps_table_in_step_and_removes_it_on_sigterm() {
     assert!(ok, "control socket never came up");
     assert!(st.success(), "{st}");
     assert!(list(&ns).is_none(), "table left after clean shutdown");
+}
+
+/// Kills (by its pid) a child still held when a test panics.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
