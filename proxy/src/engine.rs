@@ -275,6 +275,10 @@ impl Engine {
         if let Ok(bound) = sys::local_addr(fd.as_fd_ref()) {
             spec.host = bound;
         }
+        if spec.proto == Proto::Tcp {
+            sys::set_nodelay(fd.as_fd_ref())
+                .map_err(|e| SysError::addr("setsockopt TCP_NODELAY", spec.host, e))?;
+        }
         let id = self.next_id;
         self.next_id += 1;
         let listener = match spec.proto {
@@ -484,6 +488,9 @@ impl Engine {
         self.arm_signal();
         self.arm_tick();
         let mut batch: Vec<(u64, i32, u32)> = Vec::with_capacity(256);
+        if let Err(e) = sys::trim_startup_text() {
+            log!("trim start-up pages: {e}");
+        }
         log!(
             "event loop: io_uring ({} entries), splice pipes {} x {} bytes",
             self.cfg.ring_entries,

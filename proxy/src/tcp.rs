@@ -264,9 +264,9 @@ impl Engine {
                 return;
             }
         };
-        // Both sides carry small request/response writes: do not let Nagle hold them back.
+        // Small request/response writes must not wait for Nagle. The client side inherits
+        // TCP_NODELAY from the listener (set in Engine::install).
         let _ = sys::set_nodelay(backend_fd.as_fd());
-        let _ = sys::set_nodelay(client.as_fd());
         m.counters.active += 1;
         let bfd = backend_fd.as_raw_fd();
         let (ci, cg) =
