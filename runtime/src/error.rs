@@ -19,14 +19,14 @@ pub enum Error {
         status: &'static str,
         what: &'static str,
     },
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {err}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: io::Error,
+        err: io::Error,
     },
-    #[error("{op}: {source}")]
-    Sys { op: &'static str, source: io::Error },
+    #[error("{op}: {err}")]
+    Sys { op: &'static str, err: io::Error },
     /// A step of container set-up that failed in the container's init, as it reported it.
     #[error("container init: {0}")]
     Init(String),
@@ -41,12 +41,12 @@ impl Error {
         Error::Io {
             op,
             path: path.into(),
-            source,
+            err: source,
         }
     }
 
     pub fn sys(op: &'static str, source: io::Error) -> Error {
-        Error::Sys { op, source }
+        Error::Sys { op, err: source }
     }
 }
 

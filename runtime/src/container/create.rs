@@ -198,12 +198,22 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         // SAFETY: as above.
         forked = unsafe { sys::clone3(clone_flags, None) };
     }
+    // The child diverges here, before any more of this function runs in it.
+    if let Ok(Forked::Child) = forked {
+        init::child_main(&plan, &argv, &envp);
+    }
     if let Some(own) = &own_pidns {
-        sys::setns(own.as_fd(), libc::CLONE_NEWPID)
-            .ctx("restore pid namespace", "/proc/self/ns/pid")?;
+        let restored = sys::setns(own.as_fd(), libc::CLONE_NEWPID);
+        if let Ok(Forked::Parent { pidfd, .. }) = &forked {
+            if restored.is_err() {
+                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+            }
+        }
+        restored.ctx("restore pid namespace", "/proc/self/ns/pid")?;
     }
     let (pid, pidfd) = match forked.map_err(|e| Error::sys("clone3", e))? {
-        Forked::Child => init::child_main(&plan, &argv, &envp),
+        Forked::Child => unreachable!("the child never returns from child_main"),
         Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(sync_w);
@@ -217,7 +227,15 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
             sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
         });
     drop(go_w);
-    if let Err(e) = joined.and_then(|()| await_child(&plan, &names, &sync_r, mode)) {
+    // If the child failed before taking the go byte, its own report says why.
+    let started = match joined {
+        Ok(()) => await_child(&plan, &names, &sync_r, mode),
+        Err(e) => match await_child(&plan, &names, &sync_r, mode) {
+            Err(child @ Error::Init(_)) => Err(child),
+            _ => Err(e),
+        },
+    };
+    if let Err(e) = started {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
         return Err(e);

@@ -262,7 +262,8 @@ mod tests {
     fn reads_own_start_time() {
         let (start, state) = proc_stat(std::process::id() as i32).unwrap();
         assert!(start > 0);
-        assert_eq!(state, b'R');
+        // The main thread may be running or waiting for the test threads.
+        assert!(b"RS".contains(&state), "{}", state as char);
     }
 
     #[test]
