@@ -395,7 +395,13 @@ fn ensure_target(root: BorrowedFd<'_>, target: &Target, file: bool) -> io::Resul
     if target.prefixes.is_empty() {
         return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
     }
+    // Usually the whole path exists already: one lookup.
     let last = target.prefixes.len() - 1;
+    match sys::openat2(root, &target.prefixes[last], libc::O_PATH, 0, resolve) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
     let mut cur: Option<OwnedFd> = None;
     for (i, prefix) in target.prefixes.iter().enumerate() {
         match sys::openat2(root, prefix, libc::O_PATH, 0, resolve) {
@@ -431,6 +437,12 @@ fn ensure_parent(root: BorrowedFd<'_>, target: &Target) -> io::Result<OwnedFd> {
     let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     if n <= 1 {
         return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
+    }
+    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+    match sys::openat2(root, &target.prefixes[n - 2], dir_flags, 0, resolve) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
     }
     let mut cur: Option<OwnedFd> = None;
     for i in 0..n - 1 {

@@ -1,9 +1,15 @@
 //! berth-runtime's command line: runc's commands and flags over the library, so containerd
 //! and dockerd can use it as a drop-in.
+//!
+//! `no_main`: std's runtime start-up asks glibc for the main thread's stack bounds (which parses
+//! /proc/self/maps with sscanf) to install a stack-overflow handler. A runtime started once per
+//! container does not need that; without it, start-up costs a fraction. std::env::args still
+//! works (glibc passes argv to std through .init_array).
+
+#![no_main]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use berth_runtime::container::{self, Container, DEFAULT_ROOT};
@@ -142,7 +148,17 @@ enum Cmd {
     Features,
 }
 
-fn main() -> ExitCode {
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    let code = real_main();
+    let _ = std::io::stdout().flush();
+    code
+}
+
+fn real_main() -> libc::c_int {
+    // As std's start-up would: a closed stdout is an error, not a fatal signal.
+    // SAFETY: setting a signal to SIG_IGN has no memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => log::Format::Text,
@@ -150,17 +166,17 @@ fn main() -> ExitCode {
     };
     if let Err(e) = log::init(cli.log.as_deref(), format, cli.debug) {
         eprintln!("berth-runtime: open log file: {e}");
-        return ExitCode::FAILURE;
+        return 1;
     }
     match dispatch(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code.into(),
         Err(e) => {
             let msg = format!("{e:#}");
             if log::has_file() {
                 log::error(&msg);
             }
             eprintln!("berth-runtime: {msg}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -462,6 +462,21 @@ fn remove_tree(dir: &Path) -> Result<()> {
     }
 }
 
+/// Write several values to one cgroup file, one write(2) each, through a single open.
+pub(crate) fn write_lines(dir: &Path, file: &str, values: &[&str]) -> Result<()> {
+    use std::io::Write;
+    let p = dir.join(file);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .ctx("open", &p)?;
+    for v in values {
+        f.write_all(v.as_bytes())
+            .map_err(|e| Error::io("write cgroup file", format!("{} ({v})", p.display()), e))?;
+    }
+    Ok(())
+}
+
 /// Write one cgroup file, naming it in the error.
 pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
     let p = dir.join(file);

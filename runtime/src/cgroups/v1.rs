@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
 
-use super::write_file;
+use super::{write_file, write_lines};
 use crate::error::{Error, IoContext, Result};
 
 /// A new v1 cpuset cgroup starts with empty cpus/mems and refuses tasks: copy the parent's,
@@ -198,18 +198,26 @@ pub fn apply<'a>(get: &dyn Fn(&str) -> Option<&'a Path>, res: &LinuxResources) -
         }
     }
     if let (Some(dir), Some(devs)) = (get("devices"), res.devices()) {
-        for d in devs {
-            let file = if d.allow() {
+        // Consecutive rules of one kind go through one open file.
+        let mut i = 0;
+        while i < devs.len() {
+            let allow = devs[i].allow();
+            let rules: Vec<String> = devs[i..]
+                .iter()
+                .take_while(|d| d.allow() == allow)
+                .map(device_rule)
+                .collect();
+            i += rules.len();
+            let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+            let file = if allow {
                 "devices.allow"
             } else {
                 "devices.deny"
             };
-            write_file(dir, file, &device_rule(d))?;
+            write_lines(dir, file, &refs)?;
         }
         if !devs.is_empty() {
-            for rule in DEFAULT_ALLOW {
-                write_file(dir, "devices.allow", rule)?;
-            }
+            write_lines(dir, "devices.allow", DEFAULT_ALLOW)?;
         }
     }
     Ok(())
