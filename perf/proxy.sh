@@ -22,11 +22,17 @@ for b in "$BP" "$LOAD" "$DP" "$(command -v iperf3)" "$(command -v jq)"; do
   [ -x "$b" ] || { echo "missing $b (build with cargo build -p berth-proxy --release; apt-get install iperf3 jq docker.io)" >&2; exit 1; }
 done
 
+mkdir -p "$root/perf/out"
+out=$root/perf/out/proxy-$(date -u +%Y%m%dT%H%M%SZ).txt
+exec > >(tee "$out")
+echo "raw output: $out"
+
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Only our own children: a bare `wait` would also wait for the tee that logs this script.
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT

@@ -106,7 +106,9 @@ impl Engine {
                     }
                     Ok(n) => {
                         c.input.extend_from_slice(&self.scratch[..n]);
-                        if c.input.len() > MAX_REQUEST_LINE && !c.input[..].contains(&b'\n') {
+                        // Answer what we have before reading more: input stays bounded even
+                        // if a client writes faster than we respond (POLLIN fires again).
+                        if c.input.len() > MAX_REQUEST_LINE {
                             break;
                         }
                     }

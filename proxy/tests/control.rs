@@ -155,3 +155,30 @@ fn second_proxy_refuses_a_live_control_socket() {
         "first proxy's socket was disturbed"
     );
 }
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let proxy = Proxy::start(&[]);
+    let mut c = proxy.client();
+    // 3,000 requests in one burst (well over the 64 KiB read bound): every one gets its answer.
+    let mut burst = String::new();
+    for i in 0..3000 {
+        if i % 2 == 0 {
+            burst.push_str("{\"op\":\"list\"}\n");
+        } else {
+            burst.push_str(&format!("{{\"op\":\"remove\",\"id\":{}}}\n", 1000 + i));
+        }
+    }
+    let mut w = c.raw_writer().try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(burst.as_bytes()).unwrap());
+    for i in 0..3000 {
+        match (i % 2, c.read_response().unwrap()) {
+            (0, Response::Mappings { mappings }) => assert!(mappings.is_empty()),
+            (1, Response::Error { message }) => {
+                assert!(message.contains(&format!("{}", 1000 + i)), "{message}")
+            }
+            (_, other) => panic!("response {i} out of order: {other:?}"),
+        }
+    }
+    writer.join().unwrap();
+}
