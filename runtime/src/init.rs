@@ -46,11 +46,12 @@ pub enum Step {
     FindExecutable,
     StartFifo,
     Exec,
+    JoinCgroup,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 32] = [
+        const ALL: [Step; 33] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -83,6 +84,7 @@ impl Step {
             Step::FindExecutable,
             Step::StartFifo,
             Step::Exec,
+            Step::JoinCgroup,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -198,6 +200,8 @@ pub struct ChildPlan {
     pub sync: RawFd,
     /// Read end of the pipe on which the parent says the cgroups are ready and joined.
     pub go: RawFd,
+    /// Files to write "0" into to join the container's cgroups (host paths, before pivot).
+    pub cgroup_join: Vec<CString>,
     pub stdio: Option<[RawFd; 3]>,
     pub unshare_cgroupns: bool,
     /// Namespaces to join (descriptor, CLONE_NEW* type), in order.
@@ -519,6 +523,10 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
         }
         Err(e) => return Err(fail(Step::AwaitCgroup, 0)(e)),
     }
+    for (i, path) in p.cgroup_join.iter().enumerate() {
+        let fd = sys::openat(None, path, libc::O_WRONLY, 0).map_err(fail(Step::JoinCgroup, i))?;
+        sys::write_all(fd.as_fd(), b"0").map_err(fail(Step::JoinCgroup, i))?;
+    }
     if p.unshare_cgroupns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail(Step::UnshareCgroup, 0))?;
     }
@@ -713,6 +721,12 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
     let what = match f.step {
         Step::Stdio => format!("dup stdio fd {i}"),
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
+        Step::JoinCgroup => format!(
+            "join cgroup through {}",
+            p.cgroup_join
+                .get(i)
+                .map_or("?".into(), |c| c.to_string_lossy())
+        ),
         Step::UnshareCgroup => "unshare cgroup namespace".into(),
         Step::JoinNamespace => format!(
             "setns {}",
@@ -873,7 +887,7 @@ mod tests {
 
     #[test]
     fn every_step_number_maps_back() {
-        for v in 1..=32 {
+        for v in 1..=33 {
             assert_eq!(Step::from_u32(v).unwrap() as u32, v);
         }
         assert!(Step::from_u32(0).is_none());

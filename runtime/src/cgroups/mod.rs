@@ -255,16 +255,16 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Move `pid` into every hierarchy (into the v2 one too unless it was born there).
-    pub fn attach(&self, pid: libc::pid_t, skip_unified: bool) -> Result<()> {
-        let pid = pid.to_string();
-        for (_, dir) in &self.v1 {
-            write_file(dir, "cgroup.procs", &pid)?;
+    /// The files through which a process joins the container's cgroups by writing "0": each
+    /// v1 hierarchy's `tasks` (moving the writing thread alone skips the global threadgroup
+    /// rwsem, whose write side waits for an RCU grace period: milliseconds per container), and
+    /// the v2 cgroup.procs unless the process was born there by CLONE_INTO_CGROUP.
+    pub fn join_files(&self, born_in_unified: bool) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = self.v1.iter().map(|(_, d)| d.join("tasks")).collect();
+        if let (Some(u), false) = (&self.unified, born_in_unified) {
+            out.push(u.join("cgroup.procs"));
         }
-        if let (Some(u), false) = (&self.unified, skip_unified) {
-            write_file(u, "cgroup.procs", &pid)?;
-        }
-        Ok(())
+        out
     }
 
     fn has_v1(&self, controller: &str) -> bool {

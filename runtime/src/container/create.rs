@@ -183,6 +183,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         }
         None => None,
     };
+    plan.cgroup_join = join_cstrings(&cgroup, clone_into.is_some())?;
     // SAFETY: berth-runtime (and the shim that embeds it) is single-threaded when it creates a
     // container; the child only runs `child_main`, which makes syscalls and exits or execs.
     let mut forked = unsafe { sys::clone3(clone_flags, clone_into.as_ref().map(|f| f.as_fd())) };
@@ -195,6 +196,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
             "clone3 refused CLONE_INTO_CGROUP; moving the container into its cgroup after clone",
         );
         born_in_cgroup = false;
+        plan.cgroup_join = join_cstrings(&cgroup, false)?;
         // SAFETY: as above.
         forked = unsafe { sys::clone3(clone_flags, None) };
     }
@@ -219,10 +221,11 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     drop(sync_w);
     drop(go_r);
 
-    // While the child prepares its rootfs: the v1 cgroups, every limit, and the move.
+    let _ = born_in_cgroup;
+    // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
+    // joins them itself.
     let joined = cgroup
         .create_rest(linux.resources().as_ref())
-        .and_then(|()| cgroup.attach(pid, born_in_cgroup))
         .and_then(|()| {
             sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
         });
@@ -317,6 +320,14 @@ fn await_child(plan: &ChildPlan, names: &PlanNames, sync: &OwnedFd, mode: Mode) 
     Err(Error::Init(
         "container init exited without reporting".into(),
     ))
+}
+
+fn join_cstrings(cgroup: &Cgroup, born_in_unified: bool) -> Result<Vec<CString>> {
+    cgroup
+        .join_files(born_in_unified)
+        .iter()
+        .map(|p| cgroups::cstr(p))
+        .collect()
 }
 
 fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<()> {
@@ -499,6 +510,7 @@ fn prepare(
     let plan = ChildPlan {
         sync: -1,
         go: -1,
+        cgroup_join: Vec::new(),
         stdio: opts.stdio,
         unshare_cgroupns,
         join,
