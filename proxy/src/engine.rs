@@ -1,7 +1,8 @@
-//! The single-threaded io_uring loop that owns every mapping, connection and flow.
+//! The single-threaded event loop that owns every mapping, connection and flow.
 //!
-//! Accepts (multishot) and connects (with a linked timeout) are ring operations; readiness for
-//! the relay is a one-shot ring poll per waiting direction, and the bytes then move with
+//! Accepts (multishot) and connects (with a timeout) are reactor requests — io_uring ring
+//! operations normally, epoll when io_uring is unavailable (see `reactor.rs`); readiness for
+//! the relay is a one-shot poll per waiting direction, and the bytes then move with
 //! non-blocking splice(2) in `tcp.rs`. Splice itself is not issued as a ring operation because
 //! the kernel runs a blocking splice on an io-wq worker thread: 10,000 idle connections would
 //! park 20,000 kernel threads.
@@ -15,11 +16,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
-
 use crate::control::{ControlConn, ControlServer};
 use crate::pipes::PipePool;
 use crate::protocol::{Counters, MappingSpec, MappingStatus, Proto};
+use crate::reactor::{EventLoop, Reactor, Req, CQE_F_MORE};
 use crate::slab::{Slab, GEN_MASK};
 use crate::sys::{self, AsFdRef, SockAddr, SysError};
 use crate::tcp::Conn;
@@ -42,6 +42,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Submission queue entries (completion queue is 8× larger).
     pub ring_entries: u32,
+    /// io_uring, epoll, or io_uring with epoll as the fallback.
+    pub event_loop: EventLoop,
 }
 
 impl Default for Config {
@@ -54,14 +56,15 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
             ring_entries: 512,
+            event_loop: EventLoop::Auto,
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("io_uring setup ({entries} entries): {source}; berth-proxy needs io_uring (check sysctl kernel.io_uring_disabled and the seccomp profile)")]
-    RingSetup { entries: u32, source: io::Error },
+    #[error("event loop setup ({kind:?}): {source}")]
+    Reactor { kind: EventLoop, source: io::Error },
     #[error(transparent)]
     Sys(#[from] SysError),
     #[error("mapping {spec}: {reason}")]
@@ -70,8 +73,8 @@ pub enum EngineError {
     Control { path: String, source: io::Error },
     #[error("signalfd: {0}")]
     Signal(io::Error),
-    #[error("io_uring submit: {0}")]
-    Submit(io::Error),
+    #[error("event loop wait: {0}")]
+    Wait(io::Error),
 }
 
 /// What a ring request was for; stored in the top byte of its user data.
@@ -147,7 +150,9 @@ macro_rules! log {
 pub(crate) use log;
 
 pub struct Engine {
-    ring: IoUring,
+    reactor: Reactor,
+    /// Which reactor runs, and why (logged at start).
+    pub reactor_name: String,
     pub(crate) cfg: Config,
     pub(crate) mappings: Slab<Mapping>,
     pub(crate) conns: Slab<Conn>,
@@ -163,8 +168,6 @@ pub struct Engine {
     next_id: u64,
     /// Seconds since start, advanced by the tick.
     pub(crate) now: u64,
-    tick_ts: Box<types::Timespec>,
-    connect_ts: Box<types::Timespec>,
     /// Set at the first SIGTERM: the moment draining must end.
     drain_deadline: Option<Instant>,
     exit_now: bool,
@@ -174,23 +177,17 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: Config) -> Result<Self, EngineError> {
-        let ring = IoUring::builder()
-            .setup_cqsize(cfg.ring_entries * 8)
-            .setup_single_issuer()
-            .setup_coop_taskrun()
-            .build(cfg.ring_entries)
-            .map_err(|source| EngineError::RingSetup {
-                entries: cfg.ring_entries,
-                source,
-            })?;
+        let (reactor, reactor_name) =
+            Reactor::new(cfg.event_loop, cfg.ring_entries, cfg.connect_timeout).map_err(
+                |source| EngineError::Reactor {
+                    kind: cfg.event_loop,
+                    source,
+                },
+            )?;
         let signal = sys::termination_signalfd().map_err(EngineError::Signal)?;
-        let connect_ts = Box::new(
-            types::Timespec::new()
-                .sec(cfg.connect_timeout.as_secs())
-                .nsec(cfg.connect_timeout.subsec_nanos()),
-        );
         Ok(Engine {
-            ring,
+            reactor,
+            reactor_name,
             pipes: PipePool::new(cfg.max_pipes, cfg.pipe_size),
             scratch: vec![0u8; 65536],
             cfg,
@@ -204,8 +201,6 @@ impl Engine {
             grave_fds: Vec::new(),
             next_id: 1,
             now: 0,
-            tick_ts: Box::new(types::Timespec::new().sec(1)),
-            connect_ts,
             drain_deadline: None,
             exit_now: false,
             nft: None,
@@ -363,11 +358,7 @@ impl Engine {
     /// Serve control requests on a unix socket at `path`.
     pub fn listen_control(&mut self, path: &std::path::Path) -> Result<(), EngineError> {
         let srv = ControlServer::bind(path)?;
-        self.push(
-            opcode::PollAdd::new(types::Fd(srv.fd.as_raw_fd()), libc::POLLIN as u32)
-                .build()
-                .user_data(user_data(Op::CtlAccept, 0, 0)),
-        );
+        self.poll(srv.fd.as_raw_fd(), libc::POLLIN, Op::CtlAccept, 0, 0);
         self.ctl = Some(srv);
         Ok(())
     }
@@ -412,41 +403,23 @@ impl Engine {
 
     // ---- ring plumbing ----
 
-    pub(crate) fn push(&mut self, e: squeue::Entry) {
-        self.push_all(&[e]);
-    }
-
-    /// Queue entries contiguously (linked requests must be adjacent).
-    pub(crate) fn push_all(&mut self, entries: &[squeue::Entry]) {
-        loop {
-            // SAFETY: every pointer our entries carry (sockaddrs, timespecs) lives in the engine
-            // (Rc'd backend addresses, boxed timespecs) or in the graveyard until after the next
-            // submit, which is when the kernel reads them.
-            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
-                return;
-            }
-            if let Err(e) = self.ring.submit() {
-                if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
-                    log!("io_uring submit while queue full: {e}");
-                }
-            }
-        }
+    pub(crate) fn push(&mut self, r: Req) {
+        self.reactor.push(r);
     }
 
     pub(crate) fn cancel(&mut self, target: u64) {
-        self.push(
-            opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(user_data(Op::Ignore, 0, 0)),
-        );
+        self.push(Req::Cancel {
+            target,
+            ud: user_data(Op::Ignore, 0, 0),
+        });
     }
 
     pub(crate) fn poll(&mut self, fd: i32, events: i16, op: Op, gen: u32, idx: u32) {
-        self.push(
-            opcode::PollAdd::new(types::Fd(fd), events as u32)
-                .build()
-                .user_data(user_data(op, gen, idx)),
-        );
+        self.push(Req::Poll {
+            fd,
+            events,
+            ud: user_data(op, gen, idx),
+        });
     }
 
     pub(crate) fn arm_accept(&mut self, mi: u32, mg: u32) {
@@ -456,24 +429,17 @@ impl Engine {
         let Listener::Tcp { fd, .. } = &m.listener else {
             return;
         };
-        let e = opcode::AcceptMulti::new(types::Fd(fd.as_raw_fd()))
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(Op::Accept, mg, mi));
-        self.push(e);
-    }
-
-    pub(crate) fn connect_timeout_entry(&self) -> squeue::Entry {
-        opcode::LinkTimeout::new(&*self.connect_ts as *const types::Timespec)
-            .build()
-            .user_data(user_data(Op::Ignore, 0, 0))
+        let fd = fd.as_raw_fd();
+        self.push(Req::Accept {
+            fd,
+            ud: user_data(Op::Accept, mg, mi),
+        });
     }
 
     fn arm_tick(&mut self) {
-        let e = opcode::Timeout::new(&*self.tick_ts as *const types::Timespec)
-            .build()
-            .user_data(user_data(Op::Tick, 0, 0));
-        self.push(e);
+        self.push(Req::Tick {
+            ud: user_data(Op::Tick, 0, 0),
+        });
     }
 
     fn arm_signal(&mut self) {
@@ -492,8 +458,8 @@ impl Engine {
             log!("trim start-up pages: {e}");
         }
         log!(
-            "event loop: io_uring ({} entries), splice pipes {} x {} bytes",
-            self.cfg.ring_entries,
+            "event loop: {}, splice pipes {} x {} bytes",
+            self.reactor_name,
             self.cfg.max_pipes,
             self.cfg.pipe_size
         );
@@ -506,21 +472,11 @@ impl Engine {
                     break;
                 }
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EINTR)
-                        || e.raw_os_error() == Some(libc::EBUSY) => {}
-                Err(e) => return Err(EngineError::Submit(e)),
-            }
+            batch.clear();
+            self.reactor.wait(&mut batch).map_err(EngineError::Wait)?;
+            // Everything queued has been handed to the kernel: closing is safe now.
             self.grave_conns.clear();
             self.grave_fds.clear();
-            batch.clear();
-            batch.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
             for &(ud, res, flags) in &batch {
                 self.dispatch(ud, res, flags);
             }
@@ -540,7 +496,7 @@ impl Engine {
         let idx = ud as u32;
         match op {
             Op::Ignore => {}
-            Op::Accept => self.on_accept(idx, gen, res, cqueue::more(flags)),
+            Op::Accept => self.on_accept(idx, gen, res, flags & CQE_F_MORE != 0),
             Op::Connect => self.on_connect(idx, gen, res),
             Op::In0 | Op::In1 | Op::Out0 | Op::Out1 => self.on_conn_ready(idx, gen, op),
             Op::UdpIn => self.on_udp_readable(idx, gen),

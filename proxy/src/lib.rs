@@ -10,6 +10,7 @@ pub mod engine;
 pub mod nft;
 pub mod pipes;
 pub mod protocol;
+pub mod reactor;
 pub mod slab;
 pub mod sys;
 pub mod tcp;

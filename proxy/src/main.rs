@@ -38,6 +38,9 @@ struct Tuning {
     /// Seconds to let connections finish after SIGTERM.
     #[arg(long, default_value_t = 5)]
     drain_timeout: u64,
+    /// Event loop: io-uring, epoll, or auto (io_uring, falling back to epoll).
+    #[arg(long, value_enum, default_value = "auto")]
+    event_loop: berth_proxy::reactor::EventLoop,
 }
 
 impl Tuning {
@@ -48,6 +51,7 @@ impl Tuning {
             udp_idle: Duration::from_secs(self.udp_timeout),
             udp_max_flows: self.udp_max_flows,
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            event_loop: self.event_loop,
             ..Config::default()
         }
     }

@@ -9,10 +9,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 
-use io_uring::{opcode, squeue, types};
-
 use crate::engine::{log, user_data, Engine, Listener, Op};
 use crate::pipes::{Pipe, PipePool};
+use crate::reactor::Req;
 use crate::sys::{self, SockAddr};
 
 /// Direction 0 moves client → backend, direction 1 backend → client.
@@ -272,12 +271,11 @@ impl Engine {
         let (ci, cg) =
             self.conns
                 .insert(Conn::new((mi, mg), client, backend_fd, Rc::clone(&backend)));
-        let connect = opcode::Connect::new(types::Fd(bfd), backend.as_ptr(), backend.len())
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(user_data(Op::Connect, cg, ci));
-        let timeout = self.connect_timeout_entry();
-        self.push_all(&[connect, timeout]);
+        self.push(Req::Connect {
+            fd: bfd,
+            addr: backend,
+            ud: user_data(Op::Connect, cg, ci),
+        });
         self.conns.get_mut(ci, cg).expect("just inserted").armed |= Op::Connect.bit();
     }
 
