@@ -70,13 +70,25 @@ IDS=(bench1 bench2 bench3 probe phase)
 unbind_hugetlb() {
 	((HUGETLB_BOUND)) || return 0
 	HUGETLB_BOUND=0
+	# Empty cgroups left below the hierarchy's root (by a runtime's delete racing exit) would
+	# keep it alive after the unmount: remove them first, deepest first.
+	find "$HUGETLB_DIR" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
 	umount "$HUGETLB_DIR" && rmdir "$HUGETLB_DIR" ||
 		{ perf_log "WARNING: could not unmount/remove $HUGETLB_DIR; undo it by hand"; return 0; }
 	# The kernel frees an unmounted v1 hierarchy asynchronously; only then does hugetlb go
-	# back to cgroup2. Wait for it (bounded) so the next user sees the untouched layout.
-	local i
+	# back to cgroup2. Wait for it (bounded) so the next user sees the untouched layout; seen
+	# here: sometimes it only lets go after one more mount/unmount cycle.
+	local i tmp
 	for ((i = 0; i < 60; i++)); do
 		grep -qw hugetlb "$UNIFIED_CONTROLLERS" 2>/dev/null && break
+		if ((i == 10)); then
+			tmp=$(mktemp -d /tmp/berth-hugetlb.XXXXXX)
+			if mount -t cgroup -o hugetlb cgroup "$tmp" 2>/dev/null; then
+				find "$tmp" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+				umount "$tmp"
+			fi
+			rmdir "$tmp"
+		fi
 		sleep 0.5
 	done
 	if grep -qw hugetlb "$UNIFIED_CONTROLLERS" 2>/dev/null; then
