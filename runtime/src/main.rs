@@ -218,7 +218,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .with_context(|| format!("write {}", path.display()))?;
         }
         Cmd::Create(a) => {
-            container::create(&create_options(root, a))?;
+            let opts = create_options(root, a);
+            // As runc: a detached container's terminal must go to someone over a socket.
+            if opts.console_socket.is_none() && terminal_requested(&opts.bundle)? {
+                bail!("process.terminal is true: --console-socket is required");
+            }
+            container::create(&opts)?;
         }
         Cmd::Start { id } => container::start(root, &id)?,
         Cmd::Run {
@@ -259,6 +264,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn terminal_requested(bundle: &Path) -> anyhow::Result<bool> {
+    let b = spec::load(bundle)?;
+    Ok(b.spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false))
 }
 
 fn print_list(

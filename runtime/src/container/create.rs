@@ -42,12 +42,14 @@ pub struct CreateOptions {
 /// A container whose init is set up (and, for `run`, already exec'd).
 pub struct Spawned {
     pub container: Container,
+    /// The init's pidfd; the caller is its parent, so `waitid(P_PIDFD)` reaps it.
     pub pidfd: OwnedFd,
-    /// For `run` with a terminal and no console socket: the pty master.
+    /// With process.terminal and no console socket: the pty master, for the caller to relay.
     pub console: Option<OwnedFd>,
 }
 
-/// OCI `create`: the init waits on exec.fifo until `start`.
+/// OCI `create`: the init waits on exec.fifo until `start`. The caller becomes the init's
+/// parent (the shim calls this in-process and reaps it through `Spawned::pidfd`).
 pub fn create(opts: &CreateOptions) -> Result<Spawned> {
     spawn(opts, Mode::Create)
 }
@@ -97,11 +99,6 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         });
     }
     let terminal = process.terminal().unwrap_or(false);
-    if terminal && opts.console_socket.is_none() && mode == Mode::Create {
-        return Err(Error::Unsupported(
-            "process.terminal is true: --console-socket is required".into(),
-        ));
-    }
     if !terminal && opts.console_socket.is_some() {
         return Err(Error::Unsupported(
             "--console-socket given but process.terminal is false".into(),
