@@ -193,24 +193,10 @@ pub struct RootfsPlan {
     pub root_propagation_after: Option<libc::c_ulong>,
 }
 
-/// Everything the child needs, prepared by the parent before clone.
+/// The program to run and the credentials, limits and terminal it runs with: what `create`
+/// and `exec` share.
 #[derive(Debug)]
-pub struct ChildPlan {
-    /// Write end of the report pipe; owned by the caller of clone3.
-    pub sync: RawFd,
-    /// Read end of the pipe on which the parent says the cgroups are ready and joined.
-    pub go: RawFd,
-    /// Files to write "0" into to join the container's cgroups (host paths, before pivot).
-    pub cgroup_join: Vec<CString>,
-    pub stdio: Option<[RawFd; 3]>,
-    pub unshare_cgroupns: bool,
-    /// Namespaces to join (descriptor, CLONE_NEW* type), in order.
-    pub join: Vec<(OwnedFd, libc::c_int)>,
-    pub hostname: Option<CString>,
-    pub domainname: Option<CString>,
-    pub rootfs: RootfsPlan,
-    /// (/proc/sys/... path, value)
-    pub sysctls: Vec<(CString, CString)>,
+pub struct ProcessPlan {
     pub console: Option<OwnedFd>,
     pub console_size: Option<(u16, u16)>,
     /// (resource, soft, hard)
@@ -227,6 +213,31 @@ pub struct ChildPlan {
     pub exec_candidates: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+}
+
+/// Everything the child needs, prepared by the parent before clone.
+#[derive(Debug)]
+pub struct ChildPlan {
+    /// Write end of the report pipe; owned by the caller of clone3.
+    pub sync: RawFd,
+    /// Read end of the pipe on which the parent says the cgroups are ready (create only).
+    pub go: Option<RawFd>,
+    /// Files to write "0" into to join the container's cgroups (host paths, before pivot).
+    pub cgroup_join: Vec<CString>,
+    pub stdio: Option<[RawFd; 3]>,
+    pub unshare_cgroupns: bool,
+    /// Namespaces to join (descriptor, CLONE_NEW* types), in order. A pidfd joins several at
+    /// once.
+    pub join: Vec<(OwnedFd, libc::c_int)>,
+    /// exec: the container's root (/proc/INIT/root, opened before joining), to chroot into.
+    pub exec_root: Option<OwnedFd>,
+    pub hostname: Option<CString>,
+    pub domainname: Option<CString>,
+    /// create: the rootfs to build; exec: None (the container's is joined).
+    pub rootfs: Option<RootfsPlan>,
+    /// (/proc/sys/... path, value)
+    pub sysctls: Vec<(CString, CString)>,
+    pub process: ProcessPlan,
     pub preserve_fds: u32,
     pub gate: Gate,
 }
@@ -271,8 +282,17 @@ fn setup(
             sys::dup2(*fd, i as RawFd).map_err(fail(Step::Stdio, i))?;
         }
     }
+    if p.rootfs.is_none() {
+        // exec: the cgroup files are host paths, reachable only before the mount namespace
+        // changes.
+        await_cgroups(p)?;
+    }
     for (i, (fd, nstype)) in p.join.iter().enumerate() {
         sys::setns(fd.as_fd(), *nstype).map_err(fail(Step::JoinNamespace, i))?;
+    }
+    if let Some(root) = &p.exec_root {
+        sys::fchdir(root.as_fd()).map_err(fail(Step::PivotRoot, 7))?;
+        sys::chroot(c".").map_err(fail(Step::PivotRoot, 8))?;
     }
     if let Some(h) = &p.hostname {
         sys::sethostname(h.to_bytes()).map_err(fail(Step::Hostname, 0))?;
@@ -282,25 +302,29 @@ fn setup(
     }
     // SAFETY: umask cannot fail. Devices and mountpoints get exactly the modes we ask for.
     unsafe { libc::umask(0) };
-    prepare_rootfs(p)?;
+    if let Some(r) = &p.rootfs {
+        prepare_rootfs(p, r)?;
+    }
     for (i, (path, value)) in p.sysctls.iter().enumerate() {
         let fd = sys::openat(None, path, libc::O_WRONLY | libc::O_TRUNC, 0)
             .map_err(fail(Step::Sysctl, i))?;
         sys::write_all(fd.as_fd(), value.to_bytes()).map_err(fail(Step::Sysctl, i))?;
     }
-    finish_rootfs(&p.rootfs)?;
-    if let Some(sock) = &p.console {
-        setup_console(sock.as_fd(), p.console_size).map_err(fail(Step::Console, 0))?;
+    if let Some(r) = &p.rootfs {
+        finish_rootfs(r)?;
     }
-    for (i, (res, soft, hard)) in p.rlimits.iter().enumerate() {
+    if let Some(sock) = &p.process.console {
+        setup_console(sock.as_fd(), p.process.console_size).map_err(fail(Step::Console, 0))?;
+    }
+    for (i, (res, soft, hard)) in p.process.rlimits.iter().enumerate() {
         sys::setrlimit(*res, *soft, *hard).map_err(fail(Step::Rlimit, i))?;
     }
-    if let Some(adj) = &p.oom_score_adj {
+    if let Some(adj) = &p.process.oom_score_adj {
         let fd = sys::openat(None, c"/proc/self/oom_score_adj", libc::O_WRONLY, 0)
             .map_err(fail(Step::OomScoreAdj, 0))?;
         sys::write_all(fd.as_fd(), adj.to_bytes()).map_err(fail(Step::OomScoreAdj, 0))?;
     }
-    if let Some(c) = &p.caps {
+    if let Some(c) = &p.process.caps {
         for cap in 0..=c.last_cap {
             if c.bounding & (1 << cap) == 0 {
                 sys::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong)
@@ -309,10 +333,10 @@ fn setup(
         }
         sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(fail(Step::Capabilities, 0))?;
     }
-    sys::setgroups(&p.additional_gids).map_err(fail(Step::Setgroups, 0))?;
-    sys::setresgid(p.gid).map_err(fail(Step::Setgid, 0))?;
-    sys::setresuid(p.uid).map_err(fail(Step::Setuid, 0))?;
-    if let Some(c) = &p.caps {
+    sys::setgroups(&p.process.additional_gids).map_err(fail(Step::Setgroups, 0))?;
+    sys::setresgid(p.process.gid).map_err(fail(Step::Setgid, 0))?;
+    sys::setresuid(p.process.uid).map_err(fail(Step::Setuid, 0))?;
+    if let Some(c) = &p.process.caps {
         sys::capset(c.effective, c.permitted, c.inheritable)
             .map_err(fail(Step::Capabilities, 0))?;
         sys::prctl3(
@@ -332,13 +356,13 @@ fn setup(
             }
         }
     }
-    if p.no_new_privs {
+    if p.process.no_new_privs {
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail(Step::NoNewPrivileges, 0))?;
     }
     // SAFETY: umask cannot fail.
-    unsafe { libc::umask(p.umask) };
-    sys::chdir(&p.cwd).map_err(fail(Step::Chdir, 0))?;
-    let exe = find_executable(&p.exec_candidates)?;
+    unsafe { libc::umask(p.process.umask) };
+    sys::chdir(&p.process.cwd).map_err(fail(Step::Chdir, 0))?;
+    let exe = find_executable(&p.process.exec_candidates)?;
     // Descriptors beyond stdio and the preserved ones never reach the program.
     sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(fail(Step::Exec, 0))?;
@@ -511,17 +535,18 @@ fn do_mount(root: BorrowedFd<'_>, i: usize, m: &MountOp) -> Res<()> {
 /// Block until the parent has made the cgroups and moved us in, then enter a new cgroup
 /// namespace rooted there if asked.
 fn await_cgroups(p: &ChildPlan) -> Res<()> {
-    // SAFETY: the parent keeps the read end open across clone; we hold our own copy.
-    let go = unsafe { BorrowedFd::borrow_raw(p.go) };
-    let mut b = [0u8; 1];
-    match sys::read(go, &mut b) {
-        Ok(1) => {}
-        Ok(_) => {
-            return Err(fail(Step::AwaitCgroup, 0)(io::Error::from_raw_os_error(
-                libc::EPIPE,
-            )))
+    if let Some(go) = p.go {
+        // SAFETY: the parent keeps the read end open across clone; we hold our own copy.
+        let go = unsafe { BorrowedFd::borrow_raw(go) };
+        let mut b = [0u8; 1];
+        match sys::read(go, &mut b) {
+            Ok(1) => {}
+            Ok(_) => {
+                let e = io::Error::from_raw_os_error(libc::EPIPE);
+                return Err(fail(Step::AwaitCgroup, 0)(e));
+            }
+            Err(e) => return Err(fail(Step::AwaitCgroup, 0)(e)),
         }
-        Err(e) => return Err(fail(Step::AwaitCgroup, 0)(e)),
     }
     for (i, path) in p.cgroup_join.iter().enumerate() {
         let fd = sys::openat(None, path, libc::O_WRONLY, 0).map_err(fail(Step::JoinCgroup, i))?;
@@ -533,8 +558,7 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
     Ok(())
 }
 
-fn prepare_rootfs(p: &ChildPlan) -> Res<()> {
-    let r = &p.rootfs;
+fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
     sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
     sys::mount(
         Some(&r.rootfs),
@@ -717,7 +741,12 @@ fn setup_console(sock: BorrowedFd<'_>, size: Option<(u16, u16)>) -> io::Result<(
 pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
     let err = io::Error::from_raw_os_error(f.errno);
     let i = f.index as usize;
-    let rootfs = p.rootfs.rootfs.to_string_lossy();
+    let rootfs = p
+        .rootfs
+        .as_ref()
+        .map_or("(the container's)".into(), |r| r.rootfs.to_string_lossy());
+    let ops: &[Op] = p.rootfs.as_ref().map_or(&[], |r| &r.ops);
+    let no_pivot = p.rootfs.as_ref().is_some_and(|r| r.no_pivot);
     let what = match f.step {
         Step::Stdio => format!("dup stdio fd {i}"),
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
@@ -744,7 +773,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
                 Step::MountRemount => "remount",
                 _ => "set propagation of",
             };
-            match p.rootfs.ops.get(i) {
+            match ops.get(i) {
                 Some(Op::Mount(m)) => format!(
                     "{verb} {} on {} (type {}, in rootfs {rootfs})",
                     m.source
@@ -760,9 +789,12 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         }
         Step::Symlink => {
             let at = if i >= 1000 {
-                p.rootfs.dev_symlinks.get(i - 1000).map(|(t, _)| &t.path)
+                p.rootfs
+                    .as_ref()
+                    .and_then(|r| r.dev_symlinks.get(i - 1000))
+                    .map(|(t, _)| &t.path)
             } else {
-                match p.rootfs.ops.get(i) {
+                match ops.get(i) {
                     Some(Op::Symlink { at, .. }) => Some(&at.path),
                     _ => None,
                 }
@@ -775,12 +807,13 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         Step::Device => format!(
             "mknod {}",
             p.rootfs
-                .devices
-                .get(i)
+                .as_ref()
+                .and_then(|r| r.devices.get(i))
                 .map_or("?".into(), |d| d.target.path.display().to_string())
         ),
+        Step::PivotRoot if i >= 7 => "enter the container's root".into(),
         Step::PivotRoot => {
-            if p.rootfs.no_pivot {
+            if no_pivot {
                 format!("move rootfs {rootfs} to / and chroot")
             } else {
                 format!("pivot_root into {rootfs}")
@@ -795,15 +828,15 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         Step::ReadonlyPath => format!(
             "make {} read-only",
             p.rootfs
-                .readonly
-                .get(i)
+                .as_ref()
+                .and_then(|r| r.readonly.get(i))
                 .map_or("?".into(), |s| s.to_string_lossy())
         ),
         Step::MaskPath => format!(
             "mask {}",
             p.rootfs
-                .masked
-                .get(i)
+                .as_ref()
+                .and_then(|r| r.masked.get(i))
                 .map_or("?".into(), |s| s.to_string_lossy())
         ),
         Step::ReadonlyRoot => "remount rootfs read-only".into(),
@@ -825,19 +858,24 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
             };
             return format!(
                 "write oom_score_adj {}: {err}{hint}",
-                p.oom_score_adj
+                p.process
+                    .oom_score_adj
                     .as_deref()
                     .map_or("?".into(), |s| s.to_string_lossy())
             );
         }
         Step::Capabilities => format!("apply capabilities (cap {i})"),
-        Step::Setgroups => format!("setgroups {:?}", p.additional_gids),
-        Step::Setgid => format!("setgid {}", p.gid),
-        Step::Setuid => format!("setuid {}", p.uid),
+        Step::Setgroups => format!("setgroups {:?}", p.process.additional_gids),
+        Step::Setgid => format!("setgid {}", p.process.gid),
+        Step::Setuid => format!("setuid {}", p.process.uid),
         Step::NoNewPrivileges => "set no_new_privs".into(),
-        Step::Chdir => format!("chdir to cwd {}", p.cwd.to_string_lossy()),
+        Step::Chdir => format!("chdir to cwd {}", p.process.cwd.to_string_lossy()),
         Step::FindExecutable => {
-            let arg0 = p.argv.first().map_or("?".into(), |a| a.to_string_lossy());
+            let arg0 = p
+                .process
+                .argv
+                .first()
+                .map_or("?".into(), |a| a.to_string_lossy());
             return format!(
                 "exec: {arg0:?}: executable file not found in $PATH or not executable: {err}"
             );
@@ -845,7 +883,10 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         Step::StartFifo => "wait for start on exec.fifo".into(),
         Step::Exec => format!(
             "exec {}",
-            p.argv.first().map_or("?".into(), |a| a.to_string_lossy())
+            p.process
+                .argv
+                .first()
+                .map_or("?".into(), |a| a.to_string_lossy())
         ),
     };
     format!("{what}: {err}")

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use berth_runtime::container::{self, Container, DEFAULT_ROOT};
+use berth_runtime::container::{self, Container, ExecOptions, DEFAULT_ROOT};
 use berth_runtime::{log, spec, CreateOptions};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -81,6 +81,51 @@ struct CreateArgs {
     id: String,
 }
 
+#[derive(clap::Args)]
+struct ExecArgs {
+    /// process.json describing the process (instead of COMMAND and the flags below)
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Allocate a pseudo-terminal
+    #[arg(short, long)]
+    tty: bool,
+    /// Unix socket that receives the pty master
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Return once the process runs
+    #[arg(short, long)]
+    detach: bool,
+    /// Write the process's host pid here
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE); repeatable
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Working directory in the container
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// UID[:GID] to run as
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Additional group ids; repeatable
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// Add a capability (CAP_NET_ADMIN, …); repeatable
+    #[arg(short, long)]
+    cap: Vec<String>,
+    /// Set no_new_privs
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    /// Pass this many descriptors after stdio to the process
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    /// Container id
+    id: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Write a default config.json into the bundle
@@ -140,6 +185,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Run a new process inside a running container
+    Exec(ExecArgs),
     /// Freeze every process in the container
     Pause { id: String },
     /// Thaw a paused container
@@ -256,6 +303,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             id,
             ps_args,
         } => print_ps(&mut out, root, &id, format, &ps_args)?,
+        Cmd::Exec(a) => {
+            let detach = a.detach;
+            let id = a.id.clone();
+            let opts = exec_options(root, a)?;
+            if detach {
+                if opts.console_socket.is_none() && opts.process.terminal().unwrap_or(false) {
+                    bail!("exec --detach --tty needs --console-socket");
+                }
+                container::exec(root, &id, &opts)?;
+            } else {
+                let status = container::exec_and_wait(root, &id, &opts)?;
+                return Ok(status.clamp(0, 255) as u8);
+            }
+        }
         Cmd::Pause { id } => container::pause(root, &id)?,
         Cmd::Resume { id } => container::resume(root, &id)?,
         Cmd::Features => {
@@ -264,6 +325,91 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// runc's exec: a process.json, or the container's own process with COMMAND and the flags.
+fn exec_options(root: &Path, a: ExecArgs) -> anyhow::Result<ExecOptions> {
+    use oci_spec::runtime::{Capabilities, Capability, Process};
+    use std::str::FromStr;
+    let mut p: Process = match &a.process {
+        Some(path) => {
+            if !a.command.is_empty() {
+                bail!("give either --process or a command, not both");
+            }
+            let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+            serde_json::from_slice(&data)
+                .with_context(|| format!("invalid process {}", path.display()))?
+        }
+        None => {
+            if a.command.is_empty() {
+                bail!("exec needs a command (or --process)");
+            }
+            let c = Container::load(root, &a.id)?;
+            let b = spec::load(&c.record.bundle)?;
+            let mut p = b.spec.process().clone().unwrap_or_default();
+            p.set_args(Some(a.command.clone()));
+            p
+        }
+    };
+    if a.tty {
+        p.set_terminal(Some(true));
+    } else if a.process.is_none() {
+        p.set_terminal(Some(false));
+    }
+    if !a.env.is_empty() {
+        let mut env = p.env().clone().unwrap_or_default();
+        for kv in &a.env {
+            let key = kv.split('=').next().unwrap_or_default();
+            env.retain(|e| e.split('=').next() != Some(key));
+            env.push(kv.clone());
+        }
+        p.set_env(Some(env));
+    }
+    if let Some(cwd) = a.cwd {
+        p.set_cwd(cwd);
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (u.parse()?, g.parse()?),
+            None => (u.parse()?, p.user().gid()),
+        };
+        p.user_mut().set_uid(uid);
+        p.user_mut().set_gid(gid);
+    }
+    if !a.additional_gids.is_empty() {
+        p.user_mut()
+            .set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        let add = |set: &Option<Capabilities>, c: Capability| {
+            let mut s = set.clone().unwrap_or_default();
+            s.insert(c);
+            Some(s)
+        };
+        for name in &a.cap {
+            let short = name.strip_prefix("CAP_").unwrap_or(name);
+            let c =
+                Capability::from_str(short).map_err(|_| anyhow!("unknown capability {name}"))?;
+            caps.set_bounding(add(caps.bounding(), c));
+            caps.set_effective(add(caps.effective(), c));
+            caps.set_permitted(add(caps.permitted(), c));
+            if caps.inheritable().is_some() {
+                caps.set_ambient(add(caps.ambient(), c));
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(ExecOptions {
+        process: p,
+        console_socket: a.console_socket,
+        pid_file: a.pid_file,
+        preserve_fds: a.preserve_fds,
+        stdio: None,
+    })
 }
 
 fn terminal_requested(bundle: &Path) -> anyhow::Result<bool> {

@@ -3,17 +3,21 @@
 
 mod create;
 mod delete;
+mod exec;
 mod kill;
 mod list;
 mod pause;
+mod process;
 mod run;
 mod start;
 
-pub use create::{cap_names, create, CreateOptions, Spawned};
+pub use create::{create, CreateOptions, Spawned};
 pub use delete::delete;
+pub use exec::{exec, exec_and_wait, ExecOptions, Execed};
 pub use kill::{kill, parse_signal};
 pub use list::{list, ps_pids};
 pub use pause::{pause, resume};
+pub use process::{cap_names, cap_number};
 pub use run::run;
 pub use start::start;
 

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::create::{spawn, Mode};
-use super::{CreateOptions, Spawned};
+use super::CreateOptions;
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -19,6 +19,15 @@ const FORWARDED: [libc::c_int; 7] = [
     libc::SIGUSR2,
     libc::SIGWINCH,
 ];
+
+/// Block the signals `supervise` forwards (before the child exists, so none is lost or kills
+/// us half-way; the child clears its mask before exec).
+pub(super) fn block_forwarded() -> libc::sigset_t {
+    let set = sigset(&FORWARDED);
+    // SAFETY: set is a valid sigset_t; we are single-threaded.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    set
+}
 
 fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
@@ -46,11 +55,9 @@ pub fn run(opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
     }
     // Block before the child exists so no signal is lost or kills us half-way; the child
     // clears its mask before exec.
-    let set = sigset(&FORWARDED);
-    // SAFETY: set is a valid sigset_t; we are single-threaded.
-    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    let set = block_forwarded();
     let spawned = spawn(opts, Mode::Run)?;
-    let status = supervise(&spawned, &set);
+    let status = supervise(&spawned.pidfd, spawned.console.as_ref(), &set);
     if !keep {
         spawned.container.destroy()?;
     }
@@ -106,7 +113,12 @@ fn copy_winsize(from: libc::c_int, to: libc::c_int) {
     }
 }
 
-fn supervise(s: &Spawned, set: &libc::sigset_t) -> Result<i32> {
+/// Stay with a child until it exits: forward signals, relay its terminal, return its status.
+pub(super) fn supervise(
+    pidfd: &OwnedFd,
+    console: Option<&OwnedFd>,
+    set: &libc::sigset_t,
+) -> Result<i32> {
     // SAFETY: set is a valid sigset_t; -1 asks for a new descriptor.
     let sfd = unsafe { libc::signalfd(-1, set, libc::SFD_CLOEXEC) };
     if sfd < 0 {
@@ -115,16 +127,16 @@ fn supervise(s: &Spawned, set: &libc::sigset_t) -> Result<i32> {
     // SAFETY: a fresh descriptor we own.
     let sigfd = unsafe { OwnedFd::from_raw_fd(sfd) };
     let stdin = std::io::stdin();
-    let _raw = s.console.as_ref().and_then(|m| {
+    let _raw = console.and_then(|m| {
         copy_winsize(0, m.as_raw_fd());
         RawMode::enter(stdin.as_fd())
     });
-    let mut stdin_open = s.console.is_some();
+    let mut stdin_open = console.is_some();
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         let mut fds = vec![
             libc::pollfd {
-                fd: s.pidfd.as_raw_fd(),
+                fd: pidfd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -134,7 +146,7 @@ fn supervise(s: &Spawned, set: &libc::sigset_t) -> Result<i32> {
                 revents: 0,
             },
         ];
-        if let Some(m) = &s.console {
+        if let Some(m) = console {
             fds.push(libc::pollfd {
                 fd: m.as_raw_fd(),
                 events: libc::POLLIN,
@@ -161,16 +173,16 @@ fn supervise(s: &Spawned, set: &libc::sigset_t) -> Result<i32> {
             };
             if sys::read(sigfd.as_fd(), bytes).is_ok() {
                 let sig = si.ssi_signo as libc::c_int;
-                match (&s.console, sig) {
+                match (console, sig) {
                     (Some(m), libc::SIGWINCH) => copy_winsize(0, m.as_raw_fd()),
                     (None, libc::SIGWINCH) => {}
                     _ => {
-                        let _ = sys::pidfd_send_signal(s.pidfd.as_fd(), sig);
+                        let _ = sys::pidfd_send_signal(pidfd.as_fd(), sig);
                     }
                 }
             }
         }
-        if let Some(m) = &s.console {
+        if let Some(m) = console {
             if fds[2].revents != 0 && !relay(m.as_fd(), 1, &mut buf) {
                 // EIO: every slave end closed.
             }
@@ -182,9 +194,9 @@ fn supervise(s: &Spawned, set: &libc::sigset_t) -> Result<i32> {
         }
         if fds[0].revents != 0 {
             if let Some(exit) =
-                sys::waitid_pidfd(s.pidfd.as_fd(), true).map_err(|e| Error::sys("waitid", e))?
+                sys::waitid_pidfd(pidfd.as_fd(), true).map_err(|e| Error::sys("waitid", e))?
             {
-                if let Some(m) = &s.console {
+                if let Some(m) = console {
                     drain(m.as_fd(), &mut buf);
                 }
                 return Ok(exit.status());
