@@ -20,8 +20,19 @@ fn spawn_with_fds(args: &[String], fds: Vec<(RawFd, RawFd)>) -> Child {
     // nothing; the source descriptors stay open in the parent until spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            for &(src, dst) in &fds {
-                if libc::dup2(src, dst) < 0 {
+            // Move every source above the targets first: a source that happens to sit on a
+            // target number (fd 3 in a busy test process) would otherwise be overwritten
+            // before it is copied.
+            let mut high = [-1; 8];
+            assert!(fds.len() <= high.len());
+            for (slot, &(src, _)) in high.iter_mut().zip(&fds) {
+                *slot = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 64);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (&tmp, &(_, dst)) in high.iter().zip(&fds) {
+                if libc::dup2(tmp, dst) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
