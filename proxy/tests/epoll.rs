@@ -88,24 +88,12 @@ fn churn_leaves_no_descriptors_and_sigterm_drains() {
         assert_eq!(&b, b"ping");
     };
     one();
-    assert!(eventually(Duration::from_secs(5), || proxy
-        .client()
-        .list()
-        .unwrap()[0]
-        .counters
-        .active
-        == 0));
+    assert!(proxy.wait_idle(Duration::from_secs(5)));
     let base = proxy.fd_count();
     for _ in 0..2000 {
         one();
     }
-    assert!(eventually(Duration::from_secs(10), || proxy
-        .client()
-        .list()
-        .unwrap()[0]
-        .counters
-        .active
-        == 0));
+    assert!(proxy.wait_idle(Duration::from_secs(10)));
     assert!(
         eventually(Duration::from_secs(5), || proxy.fd_count() <= base + 8),
         "fds {} vs {base}",

@@ -84,13 +84,7 @@ fn ten_thousand_concurrent_connections_no_fd_leak() {
     let (_, front) = proxy.map(Proto::Tcp, "127.0.0.1:0", backend_addr);
     // Warm up the pipe pool so its (bounded) descriptors are in the baseline.
     drop(open_round_trip(front, 16));
-    assert!(eventually(Duration::from_secs(5), || proxy
-        .client()
-        .list()
-        .unwrap()[0]
-        .counters
-        .active
-        == 0));
+    assert!(proxy.wait_idle(Duration::from_secs(5)));
     let base_fds = proxy.fd_count();
     let base_rss = rss_kb(proxy.pid());
 

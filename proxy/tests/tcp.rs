@@ -60,13 +60,7 @@ fn round_trip_half_close(extra: &[&str], host: &str, backend_ip: &str) {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "client received different bytes");
     let list = proxy.client().list().unwrap();
-    assert!(eventually(Duration::from_secs(2), || proxy
-        .client()
-        .list()
-        .unwrap()[0]
-        .counters
-        .active
-        == 0));
+    assert!(proxy.wait_idle(Duration::from_secs(2)));
     assert_eq!(list[0].counters.bytes_in, up.len() as u64);
 }
 
@@ -183,13 +177,7 @@ fn vanished_client_resets_backend_and_other_mappings_keep_serving() {
     c2.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
     echo.join().unwrap();
-    assert!(eventually(Duration::from_secs(2), || proxy
-        .client()
-        .list()
-        .unwrap()[0]
-        .counters
-        .active
-        == 0));
+    assert!(proxy.wait_idle(Duration::from_secs(2)));
 }
 
 #[test]

@@ -64,10 +64,7 @@ fn round_trips_per_client_flows_and_idle_expiry() {
     assert_eq!(m.counters.bytes_in, 12);
     assert_eq!(m.counters.bytes_out, 12 + 6 * 5);
     assert!(
-        eventually(Duration::from_secs(5), || proxy.client().list().unwrap()[0]
-            .counters
-            .active
-            == 0),
+        proxy.wait_idle(Duration::from_secs(5)),
         "idle flows not expired"
     );
 }

@@ -84,6 +84,13 @@ impl Proxy {
         (id, bound)
     }
 
+    /// True once the first mapping relays no connection, within `limit`.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        eventually(limit, || {
+            self.client().list().unwrap()[0].counters.active == 0
+        })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
