@@ -47,11 +47,12 @@ pub enum Step {
     StartFifo,
     Exec,
     JoinCgroup,
+    Seccomp,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 33] = [
+        const ALL: [Step; 34] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -85,6 +86,7 @@ impl Step {
             Step::StartFifo,
             Step::Exec,
             Step::JoinCgroup,
+            Step::Seccomp,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -213,6 +215,8 @@ pub struct ProcessPlan {
     pub exec_candidates: Vec<CString>,
     pub argv: Vec<CString>,
     pub envp: Vec<CString>,
+    /// The container's seccomp filter, compiled.
+    pub seccomp: Option<crate::seccomp::Program>,
 }
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -324,6 +328,11 @@ fn setup(
             .map_err(fail(Step::OomScoreAdj, 0))?;
         sys::write_all(fd.as_fd(), adj.to_bytes()).map_err(fail(Step::OomScoreAdj, 0))?;
     }
+    // Without no_new_privs the kernel only accepts a filter from a privileged caller: install it
+    // before dropping privileges (the filter then also governs setuid and capset), as runc.
+    if let (Some(f), false) = (&p.process.seccomp, p.process.no_new_privs) {
+        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+    }
     if let Some(c) = &p.process.caps {
         for cap in 0..=c.last_cap {
             if c.bounding & (1 << cap) == 0 {
@@ -366,6 +375,9 @@ fn setup(
     // Descriptors beyond stdio and the preserved ones never reach the program.
     sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(fail(Step::Exec, 0))?;
+    if let (Some(f), true) = (&p.process.seccomp, p.process.no_new_privs) {
+        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+    }
     if let Gate::Fifo(fifo) = &p.gate {
         let ready = Report {
             tag: TAG_READY,
@@ -750,6 +762,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
     let what = match f.step {
         Step::Stdio => format!("dup stdio fd {i}"),
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
+        Step::Seccomp => "load the seccomp filter".into(),
         Step::JoinCgroup => format!(
             "join cgroup through {}",
             p.cgroup_join
@@ -928,7 +941,7 @@ mod tests {
 
     #[test]
     fn every_step_number_maps_back() {
-        for v in 1..=33 {
+        for v in 1..=34 {
             assert_eq!(Step::from_u32(v).unwrap() as u32, v);
         }
         assert!(Step::from_u32(0).is_none());

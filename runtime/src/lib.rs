@@ -11,6 +11,7 @@ pub mod features;
 pub mod init;
 pub mod log;
 pub mod mounts;
+pub mod seccomp;
 pub mod spec;
 pub mod sys;
 pub mod time;

@@ -196,11 +196,6 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         )
         .map_err(|m| invalid(path, m))?;
     }
-    if linux.seccomp().is_some() {
-        return Err(Error::Unsupported(
-            "linux.seccomp: seccomp filters are not supported by berth-runtime yet".into(),
-        ));
-    }
     if linux.intel_rdt().is_some() {
         return Err(Error::Unsupported("linux.intelRdt is not supported".into()));
     }

@@ -86,8 +86,11 @@ fn invalid_fields_are_refused_without_side_effects() {
         ("namespace path", |c| {
             c["linux"]["namespaces"][1]["path"] = json!("/proc/nonexistent/ns/net")
         }),
-        ("seccomp", |c| {
-            c["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW"})
+        ("SCMP_ACT_NOTIFY", |c| {
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+            })
         }),
     ];
     let rt = Runtime::new();

@@ -97,6 +97,12 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         });
     }
     let terminal = process.terminal().unwrap_or(false);
+    // Compiled before any side effect: a filter libseccomp refuses changes nothing.
+    let seccomp = linux
+        .seccomp()
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()?;
     if !terminal && opts.console_socket.is_some() {
         return Err(Error::Unsupported(
             "--console-socket given but process.terminal is false".into(),
@@ -155,7 +161,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
 
     let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
     let (go_r, go_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
-    let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child)?;
+    let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child, seccomp)?;
     let Prepared {
         mut plan,
         names,
@@ -382,6 +388,7 @@ fn prepare(
     opts: &CreateOptions,
     gate: Gate,
     console: Option<OwnedFd>,
+    seccomp: Option<crate::seccomp::Program>,
 ) -> Result<Prepared> {
     let spec: &Spec = &bundle.spec;
     let config = bundle.dir.join("config.json");
@@ -446,7 +453,7 @@ fn prepare(
         ));
     }
 
-    let process_plan = super::process::plan(process, &config, console, &mut names)?;
+    let process_plan = super::process::plan(process, &config, console, seccomp, &mut names)?;
 
     let plan = ChildPlan {
         sync: -1,

@@ -117,7 +117,16 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
     names
         .join
         .push(format!("namespaces of container {id} (init pid {pid})"));
-    let process = super::process::plan(p, &config, console_child, &mut names)?;
+    // The container's seccomp filter applies to everything that runs in it.
+    let bundle = crate::spec::load(&c.record.bundle)?;
+    let seccomp = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()?;
+    let process = super::process::plan(p, &config, console_child, seccomp, &mut names)?;
     let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
     let mut plan = ChildPlan {
         sync: sync_w.as_raw_fd(),

@@ -19,6 +19,7 @@ pub(super) fn plan(
     process: &Process,
     config: &Path,
     console: Option<OwnedFd>,
+    seccomp: Option<crate::seccomp::Program>,
     names: &mut PlanNames,
 ) -> Result<ProcessPlan> {
     let config = config.to_path_buf();
@@ -114,6 +115,7 @@ pub(super) fn plan(
         exec_candidates,
         argv,
         envp,
+        seccomp,
     })
 }
 

@@ -1,0 +1,236 @@
+//! seccomp: config.json's `linux.seccomp` compiled to classic BPF with libseccomp in the parent,
+//! before clone. The child only hands the prepared program to `seccomp(SET_MODE_FILTER)`, the
+//! last thing before exec (or before dropping privileges when no_new_privs is off, as runc).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompOperator};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// A BPF program ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub filter: Vec<libc::sock_filter>,
+    /// SECCOMP_FILTER_FLAG_* bits from the config's `flags`.
+    pub flags: libc::c_ulong,
+}
+
+fn unsupported(msg: impl Into<String>) -> Error {
+    Error::Unsupported(format!("linux.seccomp: {}", msg.into()))
+}
+
+/// The OCI name of an enum value (its serde form), e.g. "SCMP_ACT_ERRNO".
+fn name_of<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn action(name: &str, errno: Option<u32>) -> Result<ScmpAction> {
+    match name {
+        "SCMP_ACT_NOTIFY" => Err(unsupported(
+            "SCMP_ACT_NOTIFY needs a seccomp agent (listenerPath), which berth does not support yet",
+        )),
+        // runc's default errno is EPERM.
+        "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)),
+        "SCMP_ACT_TRACE" => Ok(ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)),
+        other => ScmpAction::from_str(other, None).map_err(|e| unsupported(format!("{other}: {e}"))),
+    }
+}
+
+fn compare(op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> (ScmpCompareOp, u64) {
+    match op {
+        LinuxSeccompOperator::ScmpCmpNe => (ScmpCompareOp::NotEqual, value),
+        LinuxSeccompOperator::ScmpCmpLt => (ScmpCompareOp::Less, value),
+        LinuxSeccompOperator::ScmpCmpLe => (ScmpCompareOp::LessOrEqual, value),
+        LinuxSeccompOperator::ScmpCmpEq => (ScmpCompareOp::Equal, value),
+        LinuxSeccompOperator::ScmpCmpGe => (ScmpCompareOp::GreaterEqual, value),
+        LinuxSeccompOperator::ScmpCmpGt => (ScmpCompareOp::Greater, value),
+        // value is the mask, valueTwo the expected value (as runc reads it).
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            (ScmpCompareOp::MaskedEqual(value), value_two.unwrap_or(0))
+        }
+    }
+}
+
+/// Compile `s` to BPF.
+pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
+    if s.listener_path().is_some() {
+        return Err(unsupported(
+            "listenerPath (seccomp notify agents) is not supported yet",
+        ));
+    }
+    let default = action(&name_of(&s.default_action()), s.default_errno_ret())?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(|e| unsupported(e.to_string()))?;
+    for arch in s.architectures().iter().flatten() {
+        let name = name_of(arch);
+        let a: ScmpArch = name
+            .parse()
+            .map_err(|_| unsupported(format!("unknown architecture {name}")))?;
+        // The native architecture is already in a new filter.
+        if let Err(e) = ctx.add_arch(a) {
+            if e.errno() != Some(libseccomp::error::SeccompErrno::EEXIST) {
+                return Err(unsupported(format!("add architecture {name}: {e}")));
+            }
+        }
+    }
+    let mut flags: libc::c_ulong = 0;
+    for f in s.flags().iter().flatten() {
+        flags |= match name_of(f).as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => 1,
+            "SECCOMP_FILTER_FLAG_LOG" => 2,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => 4,
+            other => return Err(unsupported(format!("flag {other} is not supported"))),
+        };
+    }
+    for rule in s.syscalls().iter().flatten() {
+        let act = action(&name_of(&rule.action()), rule.errno_ret())?;
+        if act == default {
+            // libseccomp refuses a rule that repeats the default; it would change nothing.
+            continue;
+        }
+        let args: Vec<ScmpArgCompare> = rule
+            .args()
+            .iter()
+            .flatten()
+            .map(|a| {
+                let (op, datum) = compare(a.op(), a.value(), a.value_two());
+                ScmpArgCompare::new(a.index() as u32, op, datum)
+            })
+            .collect();
+        // Two conditions on the same argument cannot be ANDed in one libseccomp rule; as runc,
+        // they become one rule each.
+        let mut indexes: Vec<u32> = rule
+            .args()
+            .iter()
+            .flatten()
+            .map(|a| a.index() as u32)
+            .collect();
+        indexes.sort_unstable();
+        let split = indexes.windows(2).any(|w| w[0] == w[1]);
+        for name in rule.names() {
+            let Ok(sys) = ScmpSyscall::from_name(name) else {
+                // Profiles list syscalls newer kernels or other architectures have.
+                crate::log::debug(&format!("seccomp: skipping unknown syscall {name}"));
+                continue;
+            };
+            let r = if args.is_empty() {
+                ctx.add_rule(act, sys)
+            } else if split {
+                args.iter()
+                    .try_for_each(|a| ctx.add_rule_conditional(act, sys, &[*a]).map(|_| ()))
+                    .map(|()| &mut ctx)
+            } else {
+                ctx.add_rule_conditional(act, sys, &args)
+            };
+            r.map_err(|e| unsupported(format!("rule for {name}: {e}")))?;
+        }
+    }
+    // Export through a memfd: libseccomp 2.5 has no in-memory export.
+    // SAFETY: memfd_create with a static name; a fresh descriptor on success.
+    let fd = unsafe { libc::memfd_create(c"berth-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::sys("memfd_create", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    ctx.export_bpf(&fd)
+        .map_err(|e| unsupported(format!("export BPF: {e}")))?;
+    let mut f = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_to_end(&mut bytes))
+        .map_err(|e| Error::sys("read seccomp BPF", e))?;
+    let filter = bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect::<Vec<_>>();
+    if filter.is_empty() || filter.len() > u16::MAX as usize {
+        return Err(unsupported(format!(
+            "BPF program of {} instructions",
+            filter.len()
+        )));
+    }
+    Ok(Program { filter, flags })
+}
+
+/// Install `p` on the calling thread. Runs in the child: no allocation.
+pub fn load(p: &Program) -> std::io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: p.filter.len() as u16,
+        filter: p.filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prog points to `len` valid instructions that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            p.flags,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_json(v: serde_json::Value) -> Result<Program> {
+        compile(&serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn compiles_rules_with_arguments() {
+        let p = compile_json(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["read", "write", "exit_group", "no_such_syscall_xyz"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}
+            ]
+        }))
+        .unwrap();
+        assert!(p.filter.len() > 10);
+        assert_eq!(p.flags, 0);
+    }
+
+    #[test]
+    fn refuses_notify_and_unknown_flags() {
+        let e = compile_json(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        }))
+        .unwrap_err();
+        assert!(e.to_string().contains("SCMP_ACT_NOTIFY"), "{e}");
+    }
+
+    #[test]
+    fn flags_map_to_kernel_bits() {
+        let p = compile_json(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        }))
+        .unwrap();
+        assert_eq!(p.flags, 6);
+    }
+}
