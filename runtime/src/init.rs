@@ -48,11 +48,12 @@ pub enum Step {
     Exec,
     JoinCgroup,
     Seccomp,
+    NonDumpable,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 34] = [
+        const ALL: [Step; 35] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -87,6 +88,7 @@ impl Step {
             Step::Exec,
             Step::JoinCgroup,
             Step::Seccomp,
+            Step::NonDumpable,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -274,6 +276,12 @@ fn setup(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> Res<std::convert::Infallible> {
+    // CVE-2019-5736: until execve replaces it, this process is berth-runtime's image inside the
+    // container's pid namespace. Non-dumpable, its /proc/PID/exe (and the rest of /proc/PID)
+    // cannot be opened by container processes, which lack CAP_SYS_PTRACE in the host user
+    // namespace, so the host binary can never be reopened for writing through it. execve of
+    // the container's program makes the process dumpable again.
+    sys::prctl(libc::PR_SET_DUMPABLE, 0).map_err(fail(Step::NonDumpable, 0))?;
     // The parent may have blocked signals it forwards; the program starts with none blocked.
     // SAFETY: sigset_t is plain data; an empty set and SIG_SETMASK are always valid.
     unsafe {
@@ -763,6 +771,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         Step::Stdio => format!("dup stdio fd {i}"),
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
         Step::Seccomp => "load the seccomp filter".into(),
+        Step::NonDumpable => "prctl PR_SET_DUMPABLE 0".into(),
         Step::JoinCgroup => format!(
             "join cgroup through {}",
             p.cgroup_join
