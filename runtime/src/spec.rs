@@ -63,6 +63,34 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
             ))
         }
     }
+    if let Some(h) = spec.hooks() {
+        if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
+            || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
+        {
+            return Err(invalid(
+                path,
+                "hooks.createContainer and hooks.startContainer are not supported yet",
+            ));
+        }
+        #[allow(deprecated)]
+        let all = [
+            h.prestart(),
+            h.create_runtime(),
+            h.poststart(),
+            h.poststop(),
+        ];
+        for hook in all.into_iter().flatten().flatten() {
+            if !hook.path().is_absolute() {
+                return Err(invalid(
+                    path,
+                    format!("hook path {} is not absolute", hook.path().display()),
+                ));
+            }
+            if hook.timeout().is_some_and(|t| t <= 0) {
+                return Err(invalid(path, "hook timeout must be positive"));
+            }
+        }
+    }
     let process = spec
         .process()
         .as_ref()

@@ -176,6 +176,16 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let (pid, pidfd) = fork_child(&mut plan, &cgroup, clone_flags, pidns)?;
     drop(sync_w);
     drop(go_r);
+    // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
+    // child waits for the go byte).
+    let state = crate::hooks::state_json(spec, &opts.id, pid, "creating", &bundle.dir);
+    let hooked = crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)
+        .and_then(|()| crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state));
+    if let Err(e) = hooked {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        return Err(e);
+    }
 
     // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
     // joins them itself.
@@ -226,6 +236,8 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
             oci_version: spec.version().clone(),
             annotations,
             cgroup: cgroup.clone(),
+            hooks: !crate::hooks::of(spec, crate::hooks::Kind::Poststart).is_empty()
+                || !crate::hooks::of(spec, crate::hooks::Kind::Poststop).is_empty(),
         },
     };
     let saved = container.save().and_then(|()| match &opts.pid_file {

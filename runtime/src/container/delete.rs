@@ -35,7 +35,17 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             kill_and_wait(&c)?;
         }
     }
-    c.destroy()
+    c.destroy()?;
+    if c.record.hooks {
+        match crate::spec::load(&c.record.bundle) {
+            Ok(b) => {
+                let state = crate::hooks::state_json(&b.spec, id, 0, "stopped", &b.dir);
+                crate::hooks::run_warn(&b.spec, crate::hooks::Kind::Poststop, &state);
+            }
+            Err(e) => crate::log::warn(&format!("poststop hooks not run: {e}")),
+        }
+    }
+    Ok(())
 }
 
 fn kill_and_wait(c: &Container) -> Result<()> {

@@ -74,6 +74,9 @@ pub struct Record {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     pub cgroup: Cgroup,
+    /// config.json has poststart or poststop hooks (start and delete re-read it only then).
+    #[serde(default)]
+    pub hooks: bool,
 }
 
 /// The state JSON `state` prints (the OCI state, with runc's extra fields).
@@ -284,6 +287,7 @@ mod tests {
                 oci_version: "1.0.2".into(),
                 annotations: BTreeMap::new(),
                 cgroup: Cgroup::default(),
+                hooks: false,
             },
         };
         let v = serde_json::to_value(c.oci_state(Status::Running)).unwrap();

@@ -50,18 +50,39 @@ pub fn run(opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
                 "run --detach with process.terminal needs --console-socket".into(),
             ));
         }
-        spawn(opts, Mode::Run)?;
+        let spawned = spawn(opts, Mode::Run)?;
+        hooks_after(&spawned.container, "running");
         return Ok(0);
     }
     // Block before the child exists so no signal is lost or kills us half-way; the child
     // clears its mask before exec.
     let set = block_forwarded();
     let spawned = spawn(opts, Mode::Run)?;
+    hooks_after(&spawned.container, "running");
     let status = supervise(&spawned.pidfd, spawned.console.as_ref(), &set);
     if !keep {
         spawned.container.destroy()?;
+        hooks_after(&spawned.container, "stopped");
     }
     status
+}
+
+/// poststart once the program runs, poststop once the container is gone (failures warn).
+fn hooks_after(c: &super::Container, status: &str) {
+    if !c.record.hooks {
+        return;
+    }
+    let (kind, pid) = match status {
+        "running" => (crate::hooks::Kind::Poststart, c.record.pid),
+        _ => (crate::hooks::Kind::Poststop, 0),
+    };
+    match crate::spec::load(&c.record.bundle) {
+        Ok(b) => {
+            let state = crate::hooks::state_json(&b.spec, &c.record.id, pid, status, &b.dir);
+            crate::hooks::run_warn(&b.spec, kind, &state);
+        }
+        Err(e) => crate::log::warn(&format!("{status} hooks not run: {e}")),
+    }
 }
 
 fn terminal_requested(opts: &CreateOptions) -> Result<bool> {
