@@ -193,6 +193,51 @@ enum Cmd {
     Resume { id: String },
     /// Print what this runtime supports (JSON)
     Features,
+    /// Change a live container's resource limits
+    Update(UpdateArgs),
+    /// Resource statistics (--stats: once) or a stream of them and OOM events
+    Events {
+        /// Print one stats event and exit
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats events when streaming (e.g. 5s, 500ms)
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct UpdateArgs {
+    /// linux.resources JSON file ("-" for stdin); flags override its values
+    #[arg(short = 'r', long = "resources")]
+    resources: Option<PathBuf>,
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// Memory limit (bytes, or with a k/m/g suffix)
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    id: String,
 }
 
 #[no_mangle]
@@ -319,12 +364,152 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Pause { id } => container::pause(root, &id)?,
         Cmd::Resume { id } => container::resume(root, &id)?,
+        Cmd::Update(a) => {
+            let id = a.id.clone();
+            container::update(root, &id, &update_resources(a)?)?;
+        }
+        Cmd::Events {
+            stats,
+            interval,
+            id,
+        } => return events(&mut out, root, &id, stats, &interval),
         Cmd::Features => {
             serde_json::to_writer_pretty(&mut out, &berth_runtime::features::features())?;
             writeln!(out)?;
         }
     }
     Ok(0)
+}
+
+/// "-1" (unlimited), bytes, or k/m/g/t suffixed sizes, as runc's update flags take them.
+fn parse_bytes(s: &str) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let lower = t.to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (num, mult) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        Some('t') => (&lower[..lower.len() - 1], 1 << 40),
+        _ => (lower, 1),
+    };
+    let n: f64 = num.parse().with_context(|| format!("invalid size {s:?}"))?;
+    Ok((n * mult as f64) as i64)
+}
+
+/// The resources of `update`: the -r file (if any), then each flag on top.
+fn update_resources(a: UpdateArgs) -> anyhow::Result<oci_spec::runtime::LinuxResources> {
+    let mut v: serde_json::Value = match &a.resources {
+        None => serde_json::json!({}),
+        Some(p) => {
+            let text = if p.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?
+            };
+            serde_json::from_str(&text).with_context(|| format!("parse {}", p.display()))?
+        }
+    };
+    let mut set = |section: &str, key: &str, val: serde_json::Value| {
+        if !v[section].is_object() {
+            v[section] = serde_json::json!({});
+        }
+        v[section][key] = val;
+    };
+    use serde_json::json;
+    if let Some(x) = a.blkio_weight {
+        set("blockIO", "weight", json!(x));
+    }
+    if let Some(x) = a.cpu_period {
+        set("cpu", "period", json!(x));
+    }
+    if let Some(x) = a.cpu_quota {
+        set("cpu", "quota", json!(x));
+    }
+    if let Some(x) = a.cpu_share {
+        set("cpu", "shares", json!(x));
+    }
+    if let Some(x) = a.cpu_rt_period {
+        set("cpu", "realtimePeriod", json!(x));
+    }
+    if let Some(x) = a.cpu_rt_runtime {
+        set("cpu", "realtimeRuntime", json!(x));
+    }
+    if let Some(x) = a.cpuset_cpus {
+        set("cpu", "cpus", json!(x));
+    }
+    if let Some(x) = a.cpuset_mems {
+        set("cpu", "mems", json!(x));
+    }
+    if let Some(x) = a.memory {
+        set("memory", "limit", json!(parse_bytes(&x)?));
+    }
+    if let Some(x) = a.memory_reservation {
+        set("memory", "reservation", json!(parse_bytes(&x)?));
+    }
+    if let Some(x) = a.memory_swap {
+        set("memory", "swap", json!(parse_bytes(&x)?));
+    }
+    if let Some(x) = a.pids_limit {
+        set("pids", "limit", json!(x));
+    }
+    serde_json::from_value(v).context("invalid resources")
+}
+
+/// runc's `events`: `{"type":"stats","id":…,"data":…}` lines; `oom` when the OOM counter
+/// grows. Streaming ends when the container stops.
+fn events(
+    out: &mut impl Write,
+    root: &Path,
+    id: &str,
+    once: bool,
+    interval: &str,
+) -> anyhow::Result<u8> {
+    let every = parse_interval(interval)?;
+    let mut ooms = None;
+    loop {
+        let stats = match container::stats(root, id) {
+            Ok(s) => s,
+            Err(_) if !once && ooms.is_some() => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(prev) = ooms {
+            if stats.memory.oom_kills > prev {
+                writeln!(out, "{}", serde_json::json!({"type": "oom", "id": id}))?;
+            }
+        }
+        ooms = Some(stats.memory.oom_kills);
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({"type": "stats", "id": id, "data": stats})
+        )?;
+        out.flush()?;
+        if once {
+            return Ok(0);
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn parse_interval(s: &str) -> anyhow::Result<std::time::Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid interval {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => bail!("invalid interval {s:?}"),
+    };
+    if secs <= 0.0 {
+        bail!("interval must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// runc's exec: a process.json, or the container's own process with COMMAND and the flags.

@@ -2,6 +2,7 @@
 //! /proc/self/mountinfo. The v2 part is joined with CLONE_INTO_CGROUP; v1 hierarchies (which
 //! cannot do that) are joined by the child writing "0" into descriptors opened before clone.
 
+pub mod stats;
 mod v1;
 mod v2;
 

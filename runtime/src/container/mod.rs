@@ -10,6 +10,7 @@ mod pause;
 mod process;
 mod run;
 mod start;
+mod update;
 
 pub use create::{create, CreateOptions, Spawned};
 pub use delete::delete;
@@ -20,6 +21,7 @@ pub use pause::{pause, resume};
 pub use process::{cap_names, cap_number};
 pub use run::run;
 pub use start::start;
+pub use update::{stats, update};
 
 use std::collections::BTreeMap;
 use std::fs;

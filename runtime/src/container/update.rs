@@ -1,0 +1,33 @@
+//! `update`: change a live container's resource limits, and `events`: its resource figures.
+
+use std::path::Path;
+
+use oci_spec::runtime::LinuxResources;
+
+use super::{Container, Status};
+use crate::cgroups::stats::Stats;
+use crate::error::{Error, Result};
+
+pub fn update(root: &Path, id: &str, res: &LinuxResources) -> Result<()> {
+    let c = Container::load(root, id)?;
+    match c.status() {
+        Status::Stopped => Err(Error::BadState {
+            id: id.to_string(),
+            status: "stopped",
+            what: "only a live container can be updated",
+        }),
+        _ => c.record.cgroup.apply(res),
+    }
+}
+
+pub fn stats(root: &Path, id: &str) -> Result<Stats> {
+    let c = Container::load(root, id)?;
+    if c.status() == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.to_string(),
+            status: "stopped",
+            what: "a stopped container has no stats",
+        });
+    }
+    Ok(c.record.cgroup.stats())
+}
