@@ -10,6 +10,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use crate::mounts::{MountOp, Op, Target};
 use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 
+/// CLONE_NEWTIME (not in every libc crate version).
+pub const CLONE_NEWTIME: libc::c_int = 0x80;
+
 /// Steps of container set-up, named in failure reports.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,11 +52,12 @@ pub enum Step {
     JoinCgroup,
     Seccomp,
     NonDumpable,
+    TimeNamespace,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 35] = [
+        const ALL: [Step; 36] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -89,6 +93,7 @@ impl Step {
             Step::JoinCgroup,
             Step::Seccomp,
             Step::NonDumpable,
+            Step::TimeNamespace,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -157,6 +162,9 @@ pub struct DeviceNode {
     pub dev: libc::dev_t,
     pub uid: u32,
     pub gid: u32,
+    /// In a user namespace mknod is not permitted: the host's node at this path is
+    /// bind-mounted instead (as runc does).
+    pub host: Option<CString>,
 }
 
 /// Capability sets as bitmasks.
@@ -246,6 +254,12 @@ pub struct ChildPlan {
     pub process: ProcessPlan,
     pub preserve_fds: u32,
     pub gate: Gate,
+    /// A new time namespace: entered with unshare (the program joins it at execve), with
+    /// these offsets ("monotonic S N\nboottime S N\n") written first.
+    pub timens_offsets: Option<CString>,
+    /// In a new user namespace: once the parent has written the id maps (and the host cgroup
+    /// files are joined as host root), become the namespace's root so files can be created.
+    pub userns_root: bool,
 }
 
 /// Run in the child after clone3; never returns.
@@ -301,6 +315,16 @@ fn setup(
     }
     for (i, (fd, nstype)) in p.join.iter().enumerate() {
         sys::setns(fd.as_fd(), *nstype).map_err(fail(Step::JoinNamespace, i))?;
+    }
+    if let Some(off) = &p.timens_offsets {
+        // Offsets can be set only before any process is in the namespace: unshare makes it
+        // for our children and for our own execve, which enters it.
+        sys::unshare(CLONE_NEWTIME).map_err(fail(Step::TimeNamespace, 0))?;
+        if !off.is_empty() {
+            let fd = sys::openat(None, c"/proc/self/timens_offsets", libc::O_WRONLY, 0)
+                .map_err(fail(Step::TimeNamespace, 1))?;
+            sys::write_all(fd.as_fd(), off.to_bytes()).map_err(fail(Step::TimeNamespace, 2))?;
+        }
     }
     if let Some(root) = &p.exec_root {
         sys::fchdir(root.as_fd()).map_err(fail(Step::PivotRoot, 7))?;
@@ -575,6 +599,10 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
     if p.unshare_cgroupns {
         sys::unshare(libc::CLONE_NEWCGROUP).map_err(fail(Step::UnshareCgroup, 0))?;
     }
+    if p.userns_root {
+        sys::setresgid(0).map_err(fail(Step::Setgid, 0))?;
+        sys::setresuid(0).map_err(fail(Step::Setuid, 0))?;
+    }
     Ok(())
 }
 
@@ -613,6 +641,19 @@ fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
     for (i, d) in r.devices.iter().enumerate() {
         let dir = ensure_parent(root.as_fd(), &d.target).map_err(fail(Step::Device, i))?;
         let name = d.target.names.last().expect("device has a name");
+        if let Some(host) = &d.host {
+            let node = sys::openat(
+                Some(dir.as_fd()),
+                name,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o644,
+            )
+            .map_err(fail(Step::Device, i))?;
+            let at = FdPath::new(node.as_raw_fd());
+            sys::mount(Some(host), at.as_cstr(), None, libc::MS_BIND, None)
+                .map_err(fail(Step::Device, i))?;
+            continue;
+        }
         match sys::mknodat(dir.as_fd(), name, d.mode, d.dev) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -772,6 +813,9 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
         Step::Seccomp => "load the seccomp filter".into(),
         Step::NonDumpable => "prctl PR_SET_DUMPABLE 0".into(),
+        Step::TimeNamespace => {
+            "enter a new time namespace and write /proc/self/timens_offsets".into()
+        }
         Step::JoinCgroup => format!(
             "join cgroup through {}",
             p.cgroup_join

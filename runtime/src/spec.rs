@@ -176,14 +176,10 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
                 format!("namespace {:?} listed twice", ns.typ()),
             ));
         }
-        match ns.typ() {
-            LinuxNamespaceType::User | LinuxNamespaceType::Time => {
-                return Err(Error::Unsupported(format!(
-                    "{:?} namespaces are not supported by berth-runtime yet",
-                    ns.typ()
-                )))
-            }
-            _ => {}
+        if ns.typ() == LinuxNamespaceType::User && ns.path().is_some() {
+            return Err(Error::Unsupported(
+                "joining an existing user namespace by path is not supported yet (a new one, with uidMappings/gidMappings, is)".into(),
+            ));
         }
         if let Some(p) = ns.path() {
             if !p.is_absolute() {
@@ -201,8 +197,41 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         }
     }
     let has = |t| kinds.contains(&t);
-    if linux.uid_mappings().is_some() || linux.gid_mappings().is_some() {
-        return Err(invalid(path, "uid/gid mappings need a user namespace"));
+    let new_ns = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    let has_maps = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.as_ref().is_some_and(|v| !v.is_empty())
+    };
+    if new_ns(LinuxNamespaceType::User) {
+        if !has_maps(linux.uid_mappings()) || !has_maps(linux.gid_mappings()) {
+            return Err(invalid(
+                path,
+                "a new user namespace needs linux.uidMappings and linux.gidMappings",
+            ));
+        }
+    } else if has_maps(linux.uid_mappings()) || has_maps(linux.gid_mappings()) {
+        return Err(invalid(path, "uid/gid mappings need a new user namespace"));
+    }
+    if let Some(offsets) = linux.time_offsets() {
+        if !offsets.is_empty() && !new_ns(LinuxNamespaceType::Time) {
+            return Err(invalid(
+                path,
+                "linux.timeOffsets needs a new time namespace",
+            ));
+        }
+        for clock in offsets.keys() {
+            if clock != "monotonic" && clock != "boottime" {
+                return Err(invalid(
+                    path,
+                    format!("linux.timeOffsets: unknown clock {clock:?} (monotonic, boottime)"),
+                ));
+            }
+        }
     }
     let new_uts = linux
         .namespaces()

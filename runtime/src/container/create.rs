@@ -154,6 +154,10 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
             if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } != 0 {
                 return Err(Error::io("mkfifo", &fifo, std::io::Error::last_os_error()));
             }
+            // Exactly 0622 whatever the umask: an init mapped to an unprivileged host uid (a
+            // user namespace) must still be able to open it for writing.
+            fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+                .ctx("chmod", &fifo)?;
             Gate::Fifo(sys::openat(None, &c, libc::O_PATH, 0).ctx("open", &fifo)?)
         }
         Mode::Run => Gate::Immediate,
@@ -167,6 +171,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         names,
         clone_flags,
         pidns,
+        id_maps,
     } = prepared;
     plan.sync = sync_w.as_raw_fd();
     plan.go = Some(go_r.as_raw_fd());
@@ -176,6 +181,15 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let (pid, pidfd) = fork_child(&mut plan, &cgroup, clone_flags, pidns)?;
     drop(sync_w);
     drop(go_r);
+    if let Some((uid_map, gid_map)) = &id_maps {
+        let written = write_id_map(pid, "uid_map", uid_map)
+            .and_then(|()| write_id_map(pid, "gid_map", gid_map));
+        if let Err(e) = written {
+            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+            return Err(e);
+        }
+    }
     // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
     // child waits for the go byte).
     let state = crate::hooks::state_json(spec, &opts.id, pid, "creating", &bundle.dir);
@@ -359,6 +373,12 @@ fn join_cstrings(cgroup: &Cgroup, born_in_unified: bool) -> Result<Vec<CString>>
         .collect()
 }
 
+/// The parent writes the child's id maps (it has the privilege the child lacks outside).
+fn write_id_map(pid: libc::pid_t, file: &str, map: &[u8]) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+    fs::write(&path, map).ctx("write", &path)
+}
+
 pub(super) fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<()> {
     let tmp = path.with_extension("berth-tmp");
     fs::write(&tmp, pid.to_string()).ctx("write pid file", &tmp)?;
@@ -377,6 +397,8 @@ struct Prepared {
     names: PlanNames,
     clone_flags: u64,
     pidns: Option<(OwnedFd, PathBuf)>,
+    /// uid_map and gid_map contents for a new user namespace, written by the parent.
+    id_maps: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> libc::c_int {
@@ -412,13 +434,18 @@ fn prepare(
     let mut join = Vec::new();
     let mut pidns = None;
     let mut new_cgroupns = false;
+    let mut new_userns = false;
+    let mut new_timens = false;
     for ns in linux.namespaces().iter().flatten() {
         let flag = ns_flag(ns.typ());
         match ns.path() {
             None => {
                 clone_flags |= flag as u64;
-                if ns.typ() == LinuxNamespaceType::Cgroup {
-                    new_cgroupns = true;
+                match ns.typ() {
+                    LinuxNamespaceType::Cgroup => new_cgroupns = true,
+                    LinuxNamespaceType::User => new_userns = true,
+                    LinuxNamespaceType::Time => new_timens = true,
+                    _ => {}
                 }
             }
             Some(p) => {
@@ -440,6 +467,34 @@ fn prepare(
     // is entered only once that is done (its root is the cgroup at the time of unshare).
     let unshare_cgroupns = new_cgroupns;
     clone_flags &= !(libc::CLONE_NEWCGROUP as u64);
+    // A time namespace's offsets must be written before anyone is in it: the child unshares
+    // it and writes them; the program enters it at execve.
+    clone_flags &= !(init::CLONE_NEWTIME as u64);
+    let timens_offsets = if new_timens {
+        let mut s = String::new();
+        for (clock, off) in linux.time_offsets().iter().flatten() {
+            s.push_str(&format!(
+                "{clock} {} {}\n",
+                off.secs().unwrap_or(0),
+                off.nanosecs().unwrap_or(0)
+            ));
+        }
+        Some(cstring(s.as_bytes(), &config)?)
+    } else {
+        None
+    };
+    let id_maps = if new_userns {
+        let fmt = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<u8> {
+            m.iter()
+                .flatten()
+                .map(|x| format!("{} {} {}\n", x.container_id(), x.host_id(), x.size()))
+                .collect::<String>()
+                .into_bytes()
+        };
+        Some((fmt(linux.uid_mappings()), fmt(linux.gid_mappings())))
+    } else {
+        None
+    };
 
     let hostname = spec
         .hostname()
@@ -454,7 +509,14 @@ fn prepare(
         .map(|h| cstring(h.as_bytes(), &config))
         .transpose()?;
 
-    let rootfs = prepare_rootfs(bundle, host, cgroup, new_cgroupns, opts.no_pivot)?;
+    let rootfs = prepare_rootfs(
+        bundle,
+        host,
+        cgroup,
+        new_cgroupns,
+        new_userns,
+        opts.no_pivot,
+    )?;
 
     let mut sysctls = Vec::new();
     for (k, v) in linux.sysctl().iter().flatten() {
@@ -482,12 +544,15 @@ fn prepare(
         process: process_plan,
         preserve_fds: opts.preserve_fds,
         gate,
+        timens_offsets,
+        userns_root: new_userns,
     };
     Ok(Prepared {
         plan,
         names,
         clone_flags,
         pidns,
+        id_maps,
     })
 }
 
@@ -506,6 +571,7 @@ fn prepare_rootfs(
     host: &Host,
     cgroup: &Cgroup,
     new_cgroupns: bool,
+    userns: bool,
     no_pivot: bool,
 ) -> Result<RootfsPlan> {
     let spec = &bundle.spec;
@@ -552,6 +618,9 @@ fn prepare_rootfs(
                 dev: libc::makedev(d.major() as u32, d.minor() as u32),
                 uid: d.uid().unwrap_or(0),
                 gid: d.gid().unwrap_or(0),
+                host: userns
+                    .then(|| cstring(d.path().as_os_str().as_bytes(), &config))
+                    .transpose()?,
             });
         }
         for (path, major, minor) in DEFAULT_DEVICES {
@@ -564,6 +633,9 @@ fn prepare_rootfs(
                 dev: libc::makedev(major, minor),
                 uid: 0,
                 gid: 0,
+                host: userns
+                    .then(|| cstring(path.as_bytes(), &config))
+                    .transpose()?,
             });
         }
         let mut links = vec![
@@ -597,7 +669,9 @@ fn prepare_rootfs(
         rootfs: cstring(bundle.rootfs.as_os_str().as_bytes(), &config)?,
         propagation,
         ops: planned.ops,
-        cgroup_from: planned.cgroup_from,
+        // In a new user namespace nothing can be created before the parent has written the
+        // id maps (an unmapped fsuid cannot make files): wait for it before the first mount.
+        cgroup_from: if userns { 0 } else { planned.cgroup_from },
         devices,
         dev_symlinks,
         no_pivot,

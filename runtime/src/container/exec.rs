@@ -41,6 +41,23 @@ const JOIN: libc::c_int = libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP;
 
+/// The user and time namespaces are joined only when the init's differ from ours (setns
+/// refuses to "join" one's own user namespace).
+fn other_namespaces(pid: libc::pid_t) -> libc::c_int {
+    let differs = |ns: &str| {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+        theirs.is_some() && theirs != std::fs::read_link(format!("/proc/self/ns/{ns}")).ok()
+    };
+    let mut flags = 0;
+    if differs("user") {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if differs("time") {
+        flags |= crate::init::CLONE_NEWTIME;
+    }
+    flags
+}
+
 pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Execed> {
     let c = Container::load(root, id)?;
     let status = c.status();
@@ -134,7 +151,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         cgroup_join: Vec::new(),
         stdio: opts.stdio,
         unshare_cgroupns: false,
-        join: vec![(join_fd, JOIN)],
+        join: vec![(join_fd, JOIN | other_namespaces(pid))],
         exec_root: Some(root_fd),
         hostname: None,
         domainname: None,
@@ -143,6 +160,8 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         process,
         preserve_fds: opts.preserve_fds,
         gate: Gate::Immediate,
+        timens_offsets: None,
+        userns_root: false,
     };
     let (child, pidfd) = fork_child(
         &mut plan,
