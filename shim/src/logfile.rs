@@ -1,0 +1,491 @@
+//! The container's log, in Docker's json-file format, written by the shim itself.
+//!
+//! One JSON object per line: `{"log":"…","stream":"stdout","time":"…"}`, `time` in RFC 3339
+//! with nine fraction digits (UTC). Text is escaped byte for byte as dockerd's json-file does
+//! (`"` `\` as `\"` `\\`; `\n` `\r`; other controls and `<` `>` `&` as `\u00XX`; invalid UTF-8
+//! as one `\ufffd` per byte; U+2028/9 escaped), so the files are interchangeable.
+//!
+//! Lines: a line's text is at most [`MAX_LINE`] bytes. A longer line is cut into 16 KiB pieces
+//! written without a trailing `\n` inside `log` (Docker's partial messages); the final piece
+//! carries the `\n`. Output that ends without a newline is written, when the stream ends, as
+//! a piece without `\n`. A line of exactly 16 KiB plus newline is one entry.
+//!
+//! Rotation (`max_size` > 0): before an entry is written, a file that has reached `max_size`
+//! is renamed to `<path>.1` (older ones shift to `.2` … up to `max_files - 1`; the oldest goes)
+//! and a new file begins; with `max_files` = 1 the file is truncated instead.
+//!
+//! All entries are built in one buffer and written with one write(2) per batch; the file is
+//! never behind by more than the batch being relayed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Longest `log` text of one entry (Docker's 16 KiB).
+pub const MAX_LINE: usize = 16 * 1024;
+/// The encode buffer is written out once it holds this much.
+const FLUSH_AT: usize = 256 * 1024;
+/// Room for one worst-case entry: every byte of a full line escaped to six, plus the frame.
+const ENTRY_MAX: usize = 6 * MAX_LINE + 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout = 0,
+    Stderr = 1,
+}
+
+impl Stream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{op} log {}: {err}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+}
+
+/// The time prefix ("YYYY-MM-DDTHH:MM:SS.") for the current second, formatted once a second.
+struct Stamp {
+    sec: i64,
+    text: [u8; 30],
+}
+
+impl Stamp {
+    fn set(&mut self, sec: i64, nsec: u32) {
+        if sec != self.sec {
+            let t = UNIX_EPOCH + Duration::from_secs(sec.max(0) as u64);
+            let s = berth_runtime::time::rfc3339(t);
+            self.text[..20].copy_from_slice(&s.as_bytes()[..20]);
+            self.text[29] = b'Z';
+            self.sec = sec;
+        }
+        let mut n = nsec;
+        for i in (20..29).rev() {
+            self.text[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    }
+}
+
+pub struct LogWriter {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the current file (including what `buf` will add once written).
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+    buf: Vec<u8>,
+    /// The unfinished line of each stream (at most MAX_LINE bytes).
+    carry: [Vec<u8>; 2],
+    stamp: Stamp,
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl LogWriter {
+    /// Open (appending to) `path`; `max_size` 0 means no rotation.
+    pub fn open(path: &Path, max_size: u64, max_files: u32) -> Result<LogWriter, LogError> {
+        let file = open_log(path).map_err(|err| LogError::Io {
+            op: "open",
+            path: path.to_path_buf(),
+            err,
+        })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file,
+            size,
+            max_size,
+            max_files: max_files.max(1),
+            buf: Vec::new(),
+            carry: [Vec::new(), Vec::new()],
+            stamp: Stamp {
+                sec: i64::MIN,
+                text: [0; 30],
+            },
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Log bytes read from `stream` now: complete lines become entries, the rest waits.
+    pub fn feed(&mut self, stream: Stream, mut data: &[u8]) -> Result<(), LogError> {
+        let (sec, nsec) = crate::sys::realtime();
+        self.stamp.set(sec, nsec);
+        let s = stream as usize;
+        if !self.carry[s].is_empty() {
+            // Finish the line begun in an earlier read.
+            let room = MAX_LINE - self.carry[s].len();
+            let window = &data[..data.len().min(room + 1)];
+            if let Some(i) = memchr_nl(window) {
+                let mut line = std::mem::take(&mut self.carry[s]);
+                line.extend_from_slice(&data[..i]);
+                self.entry(stream, &line, true)?;
+                line.clear();
+                self.carry[s] = line;
+                data = &data[i + 1..];
+            } else if data.len() > room {
+                let mut line = std::mem::take(&mut self.carry[s]);
+                line.extend_from_slice(&data[..room]);
+                self.entry(stream, &line, false)?;
+                line.clear();
+                self.carry[s] = line;
+                data = &data[room..];
+            } else {
+                self.carry[s].extend_from_slice(data);
+                return Ok(());
+            }
+        }
+        while !data.is_empty() {
+            let window = &data[..data.len().min(MAX_LINE + 1)];
+            match memchr_nl(window) {
+                Some(i) => {
+                    self.entry(stream, &data[..i], true)?;
+                    data = &data[i + 1..];
+                }
+                None if data.len() > MAX_LINE => {
+                    self.entry(stream, &data[..MAX_LINE], false)?;
+                    data = &data[MAX_LINE..];
+                }
+                None => {
+                    self.carry[s].extend_from_slice(data);
+                    break;
+                }
+            }
+        }
+        if self.buf.len() >= FLUSH_AT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The stream ended: its unfinished line is written as a piece without newline.
+    pub fn end(&mut self, stream: Stream) -> Result<(), LogError> {
+        let s = stream as usize;
+        if self.carry[s].is_empty() {
+            return Ok(());
+        }
+        let (sec, nsec) = crate::sys::realtime();
+        self.stamp.set(sec, nsec);
+        let line = std::mem::take(&mut self.carry[s]);
+        self.entry(stream, &line, false)
+    }
+
+    fn entry(&mut self, stream: Stream, text: &[u8], newline: bool) -> Result<(), LogError> {
+        if self.max_size > 0 && self.size >= self.max_size {
+            self.flush()?;
+            self.rotate()?;
+        }
+        if self.buf.capacity() - self.buf.len() < ENTRY_MAX {
+            if self.buf.len() >= FLUSH_AT / 2 {
+                self.flush()?;
+            }
+            self.buf.reserve(FLUSH_AT + ENTRY_MAX);
+        }
+        let before = self.buf.len();
+        self.buf.extend_from_slice(b"{\"log\":\"");
+        escape_into(&mut self.buf, text);
+        if newline {
+            self.buf.extend_from_slice(b"\\n");
+        }
+        self.buf.extend_from_slice(b"\",\"stream\":\"");
+        self.buf.extend_from_slice(stream.name().as_bytes());
+        self.buf.extend_from_slice(b"\",\"time\":\"");
+        self.buf.extend_from_slice(&self.stamp.text);
+        self.buf.extend_from_slice(b"\"}\n");
+        self.size += (self.buf.len() - before) as u64;
+        Ok(())
+    }
+
+    /// Write every built entry to the file.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all(&self.buf);
+        self.buf.clear();
+        r.map_err(|err| LogError::Io {
+            op: "write",
+            path: self.path.clone(),
+            err,
+        })
+    }
+
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let io = |op, path: &Path, err| LogError::Io {
+            op,
+            path: path.to_path_buf(),
+            err,
+        };
+        if self.max_files <= 1 {
+            self.file
+                .set_len(0)
+                .map_err(|e| io("truncate", &self.path, e))?;
+            self.size = 0;
+            return Ok(());
+        }
+        let numbered = |n: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            PathBuf::from(p)
+        };
+        for n in (1..self.max_files - 1).rev() {
+            match std::fs::rename(numbered(n), numbered(n + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("rotate", &numbered(n), e)),
+            }
+        }
+        std::fs::rename(&self.path, numbered(1)).map_err(|e| io("rotate", &self.path, e))?;
+        self.file = open_log(&self.path).map_err(|e| io("reopen", &self.path, e))?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn memchr_nl(b: &[u8]) -> Option<usize> {
+    // Word-at-a-time search: eight bytes per step, exact position found bytewise.
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut i = 0;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ NL;
+        if (w.wrapping_sub(LO) & !w & HI) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b'\n').map(|p| p + i)
+}
+
+/// 1 for bytes dockerd's json-file escapes (or that start a UTF-8 sequence to check).
+static SPECIAL: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b < 0x20 || b >= 0x80 || b == b'"' || b == b'\\' || b == b'<' || b == b'>' || b == b'&' {
+            t[i] = 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Append `s` JSON-escaped as dockerd's json-file does (without the surrounding quotes).
+pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if SPECIAL[b as usize] == 0 {
+            i += 1;
+            continue;
+        }
+        if b < 0x80 {
+            out.extend_from_slice(&s[start..i]);
+            match b {
+                b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                _ => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]),
+            }
+            i += 1;
+            start = i;
+            continue;
+        }
+        // Non-ASCII: decode one character as Go's utf8.DecodeRune would.
+        let len = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 0,
+        };
+        let valid = len > 0 && i + len <= s.len() && std::str::from_utf8(&s[i..i + len]).is_ok();
+        if !valid {
+            // Each invalid byte becomes one U+FFFD.
+            out.extend_from_slice(&s[start..i]);
+            out.extend_from_slice(b"\\ufffd");
+            i += 1;
+            start = i;
+        } else if b == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9) {
+            out.extend_from_slice(&s[start..i]);
+            out.extend_from_slice(b"\\u202");
+            out.push(HEX[(s[i + 2] & 15) as usize]);
+            i += 3;
+            start = i;
+        } else {
+            i += len;
+        }
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc(s: &[u8]) -> String {
+        let mut v = Vec::new();
+        escape_into(&mut v, s);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn escapes_like_dockerd() {
+        assert_eq!(esc(b"plain text"), "plain text");
+        assert_eq!(esc(b"a\"b\\c"), r#"a\"b\\c"#);
+        assert_eq!(esc(b"\t\r\n\x01\x7f"), "\\u0009\\r\\n\\u0001\x7f");
+        assert_eq!(esc(b"<a&b>"), r"\u003ca\u0026b\u003e");
+        assert_eq!(
+            esc("h\u{e9}llo \u{1F600}".as_bytes()),
+            "h\u{e9}llo \u{1F600}"
+        );
+        assert_eq!(esc(b"a\xffb"), r"a\ufffdb");
+        assert_eq!(esc(b"a\xe2\x82"), r"a\ufffd\ufffd");
+        assert_eq!(esc(b"\xe2\x82A"), r"\ufffd\ufffdA");
+        assert_eq!(esc("x\u{2028}y\u{2029}".as_bytes()), r"x\u2028y\u2029");
+        assert_eq!(esc("\u{e9}\"\u{e9}".as_bytes()), "\u{e9}\\\"\u{e9}");
+    }
+
+    #[test]
+    fn finds_newlines_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut v = vec![b'x'; len];
+                v[at] = b'\n';
+                assert_eq!(memchr_nl(&v), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(memchr_nl(&vec![b'x'; len]), None);
+        }
+        // Bytes that differ from '\n' only in the high bit must not match.
+        assert_eq!(memchr_nl(&[0x8a; 16]), None);
+    }
+
+    fn entries(path: &Path) -> Vec<(String, String)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["log"].as_str().unwrap().to_string(),
+                    v["stream"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_lines_across_reads_and_at_16k() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        let mut w = LogWriter::open(&p, 0, 1).unwrap();
+        w.feed(Stream::Stdout, b"one\ntw").unwrap();
+        w.feed(Stream::Stderr, b"err\n").unwrap();
+        w.feed(Stream::Stdout, b"o\n").unwrap();
+        let long = vec![b'a'; MAX_LINE * 2 + 5];
+        w.feed(Stream::Stdout, &long[..100]).unwrap();
+        w.feed(Stream::Stdout, &long[100..]).unwrap();
+        w.feed(Stream::Stdout, b"\n").unwrap();
+        let exact = vec![b'b'; MAX_LINE];
+        w.feed(Stream::Stdout, &exact).unwrap();
+        w.feed(Stream::Stdout, b"\nend").unwrap();
+        w.end(Stream::Stdout).unwrap();
+        w.flush().unwrap();
+        let e = entries(&p);
+        let a16 = "a".repeat(MAX_LINE);
+        let want: Vec<(String, String)> = vec![
+            ("one\n".into(), "stdout".into()),
+            ("err\n".into(), "stderr".into()),
+            ("two\n".into(), "stdout".into()),
+            (a16.clone(), "stdout".into()),
+            (a16, "stdout".into()),
+            ("aaaaa\n".into(), "stdout".into()),
+            ("b".repeat(MAX_LINE) + "\n", "stdout".into()),
+            ("end".into(), "stdout".into()),
+        ];
+        assert_eq!(e, want);
+        let first = std::fs::read_to_string(&p).unwrap();
+        let line = first.lines().next().unwrap();
+        assert!(
+            line.starts_with(r#"{"log":"one\n","stream":"stdout","time":""#),
+            "{line}"
+        );
+        let time = &line[line.len() - 32..line.len() - 2];
+        assert_eq!(time.len(), 30);
+        assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+    }
+
+    #[test]
+    fn rotates_by_size_and_count() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        let mut w = LogWriter::open(&p, 300, 3).unwrap();
+        for i in 0..40 {
+            w.feed(Stream::Stdout, format!("line {i:03}\n").as_bytes())
+                .unwrap();
+            w.flush().unwrap();
+        }
+        let mut all = Vec::new();
+        for f in ["c.log.2", "c.log.1", "c.log"] {
+            let fp = d.path().join(f);
+            let len = std::fs::metadata(&fp).unwrap().len();
+            // A file is rotated once it reaches 300 bytes: at most one entry beyond.
+            assert!(len < 300 + 80, "{f}: {len}");
+            all.extend(entries(&fp));
+        }
+        assert!(!d.path().join("c.log.3").exists());
+        // The newest entries are all kept, in order, ending with the last line.
+        let n = all.len();
+        for (k, (log, _)) in all.iter().enumerate() {
+            assert_eq!(log, &format!("line {:03}\n", 40 - n + k));
+        }
+    }
+
+    #[test]
+    fn max_files_one_truncates() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        let mut w = LogWriter::open(&p, 200, 1).unwrap();
+        for i in 0..20 {
+            w.feed(Stream::Stdout, format!("l{i}\n").as_bytes())
+                .unwrap();
+        }
+        w.flush().unwrap();
+        assert!(!d.path().join("c.log.1").exists());
+        let e = entries(&p);
+        assert_eq!(e.last().unwrap().0, "l19\n");
+        assert!(e.len() < 20);
+    }
+}

@@ -1,0 +1,198 @@
+//! berth-shim: started by berthd (or a test) for one container. It creates the container
+//! through the runtime library, detaches (new session, its parent exits once the container
+//! is created and the control socket listens), and then serves until `shutdown`.
+//!
+//! Exit status of the process that was started: 0 once the shim is ready, 1 with the reason
+//! on stderr if the container could not be created, 2 for bad arguments.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+use berth_shim::{Config, Shim};
+
+const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime-root DIR] \
+[--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--epoll]";
+
+fn parse(args: &[String]) -> Result<Config, String> {
+    let mut cfg = Config {
+        id: String::new(),
+        bundle: PathBuf::new(),
+        state_dir: PathBuf::new(),
+        runtime_root: PathBuf::from(berth_runtime::container::DEFAULT_ROOT),
+        log_path: PathBuf::new(),
+        log_max_size: 0,
+        log_max_files: 1,
+        stdin: false,
+        stdin_once: false,
+        force_epoll: false,
+        hold: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--id" => cfg.id = val()?,
+            "--bundle" => cfg.bundle = val()?.into(),
+            "--state-dir" => cfg.state_dir = val()?.into(),
+            "--runtime-root" => cfg.runtime_root = val()?.into(),
+            "--log" => cfg.log_path = val()?.into(),
+            "--log-max-size" => {
+                cfg.log_max_size = val()?
+                    .parse()
+                    .map_err(|_| "--log-max-size: a byte count".to_string())?
+            }
+            "--log-max-files" => {
+                cfg.log_max_files = val()?
+                    .parse()
+                    .map_err(|_| "--log-max-files: a number".to_string())?
+            }
+            "--stdin" => cfg.stdin = true,
+            "--stdin-once" => cfg.stdin_once = true,
+            "--hold" => cfg.hold = true,
+            "--epoll" => cfg.force_epoll = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    if cfg.id.is_empty()
+        || cfg.bundle.as_os_str().is_empty()
+        || cfg.state_dir.as_os_str().is_empty()
+    {
+        return Err(format!(
+            "--id, --bundle and --state-dir are required\n{USAGE}"
+        ));
+    }
+    if cfg.log_path.as_os_str().is_empty() {
+        cfg.log_path = cfg.state_dir.join(format!("{}-json.log", cfg.id));
+    }
+    Ok(cfg)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match parse(&args) {
+        Ok(c) => c,
+        Err(m) => {
+            eprintln!("berth-shim: {m}");
+            std::process::exit(2);
+        }
+    };
+    let mut fds = [0; 2];
+    // SAFETY: fds is a writable array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!("berth-shim: pipe: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    // SAFETY: pipe2 returned two new descriptors.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the process is single-threaded here; both sides only use their own state.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("berth-shim: fork: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        0 => {
+            drop(r);
+            std::process::exit(serve(cfg, w));
+        }
+        _ => {
+            drop(w);
+            // Read up to the NUL that ends the message: a held container's init still has a
+            // copy of the write end, so EOF would not come.
+            let mut f = std::fs::File::from(r);
+            let mut msg = Vec::new();
+            let mut buf = [0u8; 512];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        msg.extend_from_slice(&buf[..n]);
+                        if msg.contains(&0) {
+                            break;
+                        }
+                    }
+                }
+            }
+            let msg = String::from_utf8_lossy(&msg);
+            let msg = msg.trim_end_matches('\0');
+            if msg == "ok" {
+                std::process::exit(0);
+            }
+            eprintln!(
+                "berth-shim: {}",
+                if msg.is_empty() {
+                    "the shim died while starting"
+                } else {
+                    msg.trim_end()
+                }
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The detached shim: becomes a session leader and child subreaper, creates the container,
+/// says "ok" (or why not) on `ready`, then serves.
+fn serve(cfg: Config, ready: OwnedFd) -> i32 {
+    let mut ready = std::fs::File::from(ready);
+    let fail = |ready: &mut std::fs::File, m: String| {
+        let _ = ready.write_all(m.as_bytes());
+        let _ = ready.write_all(b"\0");
+        1
+    };
+    if let Err(e) = berth_shim::sys::setsid() {
+        return fail(&mut ready, format!("setsid: {e}"));
+    }
+    if let Err(e) = berth_shim::sys::set_child_subreaper() {
+        return fail(&mut ready, format!("PR_SET_CHILD_SUBREAPER: {e}"));
+    }
+    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
+        return fail(
+            &mut ready,
+            format!("create {}: {e}", cfg.state_dir.display()),
+        );
+    }
+    let sock = cfg.state_dir.join(berth_shim::protocol::SOCKET);
+    let _ = std::fs::remove_file(&sock);
+    let listener = match UnixListener::bind(&sock) {
+        Ok(l) => l,
+        Err(e) => return fail(&mut ready, format!("listen on {}: {e}", sock.display())),
+    };
+    let shim = match Shim::start(cfg.clone(), listener) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_file(&sock);
+            return fail(&mut ready, e.to_string());
+        }
+    };
+    // Our stdio belonged to whoever started us: from now on, a log file in the state dir.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.state_dir.join("shim.log"));
+    if let (Ok(log), Ok(null)) = (log, std::fs::File::open("/dev/null")) {
+        // SAFETY: dup2 onto the standard descriptors, which nothing else holds as owned fds.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(log.as_raw_fd(), 2);
+        }
+    }
+    if ready.write_all(b"ok\0").is_err() {
+        // Whoever started us is gone: serve anyway, the daemon finds us by the socket.
+    }
+    drop(ready);
+    match shim.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-shim: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The control protocol on the shim's unix socket (`<state-dir>/shim.sock`), shared with the
+//! daemon: one type per direction, imported on both sides, never re-declared.
+//!
+//! Framing: one JSON object per line each way. Each request gets exactly one reply line, in
+//! order. Two requests hold their reply back: `wait` (until the container has exited and its
+//! output is drained) and `shutdown` while the container still runs (until it is killed, reaped
+//! and deleted).
+//!
+//! `attach` switches the connection: after the `{"reply":"attached",...}` line the socket
+//! carries raw bytes.
+//! - Shim → client, without a tty: Docker's multiplexed frames, an 8-byte header
+//!   `[stream, 0, 0, 0, len (u32 big-endian)]` then `len` bytes; stream 1 is stdout, 2 stderr.
+//!   With a tty: the pty's bytes as they are, no header.
+//! - Client → shim: raw bytes for the container's stdin (if the attach asked for stdin).
+//!   `shutdown(SHUT_WR)` or closing the socket ends this client's input; with `--stdin-once`
+//!   that closes the container's stdin (Docker's `StdinOnce`).
+//! - The shim closes the connection once the container has exited and all its output has been
+//!   sent, or earlier if the client falls more than [`ATTACH_BUFFER_LIMIT`] bytes behind (the
+//!   log file still gets every byte).
+//!
+//! Exec is part of the design (an `exec_id` on attach, wait, kill and resize) but the runtime
+//! has no exec yet: such requests get an error reply saying so.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the control socket inside the state dir.
+pub const SOCKET: &str = "shim.sock";
+/// Name of the exit record inside the state dir (written atomically once the container exits).
+pub const EXIT_FILE: &str = "exit.json";
+/// Longest request line accepted; a longer one closes the connection.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// Output an attached client may fall behind by before the shim drops it.
+pub const ATTACH_BUFFER_LIMIT: usize = 1024 * 1024;
+/// Stream numbers in attach frame headers (Docker's).
+pub const STREAM_STDOUT: u8 = 1;
+pub const STREAM_STDERR: u8 = 2;
+
+/// The error text exec-related requests get until the runtime library can exec.
+pub const EXEC_UNSUPPORTED: &str = "exec not supported yet: berth-runtime has no exec";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The container's state (never waits).
+    State,
+    /// Reply once the container (or exec) has exited and its output is in the log.
+    Wait {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Signal the init through its pidfd; `all` signals every process in its cgroups.
+    Kill {
+        signal: i32,
+        #[serde(default)]
+        all: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Switch this connection to the attach stream (see the module documentation).
+    Attach {
+        #[serde(default)]
+        stdin: bool,
+        #[serde(default = "yes")]
+        stdout: bool,
+        #[serde(default = "yes")]
+        stderr: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// Set the pty's window size (tty containers only).
+    Resize {
+        rows: u16,
+        cols: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exec_id: Option<String>,
+    },
+    /// CPU, memory and pids from the container's cgroups.
+    Stats,
+    /// Start the program of a container created with `--hold` (attach clients connected
+    /// before it miss none of its output). An error once started.
+    Start,
+    /// Start a process inside the container (not supported yet; see [`EXEC_UNSUPPORTED`]).
+    Exec {
+        exec_id: String,
+        process: ExecProcess,
+    },
+    /// Kill the container if it runs, reap it, delete it from the runtime, then exit the shim.
+    /// `exit.json` stays in the state dir.
+    Shutdown,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What an exec runs: the fields of an OCI `process` the daemon sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecProcess {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    /// kill, resize and shutdown succeeded.
+    Ok,
+    State(State),
+    /// The answer to `wait`.
+    Exited(ExitInfo),
+    /// The connection is now an attach stream.
+    Attached {
+        tty: bool,
+    },
+    Stats(Stats),
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    /// The init has exited; the exit is recorded once its output is drained.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    /// The init's pid in the host pid namespace.
+    pub pid: i32,
+    pub shim_pid: u32,
+    pub status: Status,
+    pub tty: bool,
+    pub stdin: bool,
+    pub log_path: PathBuf,
+    /// "io_uring" or "epoll (…why…)".
+    pub event_loop: String,
+    /// Present once the exit is recorded.
+    pub exit: Option<ExitInfo>,
+}
+
+/// How the container ended: the record in `exit.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// The code, or 128 + signal when a signal ended it.
+    pub exit_code: i32,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub exited_at: String,
+    /// The container's memory cgroup recorded an OOM kill.
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Total CPU time of the container's processes.
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    /// None when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    pub pids: u64,
+    /// OOM kills counted by the memory cgroup.
+    pub oom_kills: u64,
+    pub read_at: String,
+}
+
+/// Errors of the blocking client below.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{op} {}: {err}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        err: io::Error,
+    },
+    #[error("bad reply from shim at {}: {err}", path.display())]
+    Decode {
+        path: PathBuf,
+        err: serde_json::Error,
+    },
+    #[error("shim at {} closed the connection", path.display())]
+    Closed { path: PathBuf },
+}
+
+/// A blocking client for the control socket: what berthd (and the tests) use.
+pub struct Client {
+    path: PathBuf,
+    reader: BufReader<UnixStream>,
+    line: String,
+}
+
+impl Client {
+    /// Connect to `<state_dir>/shim.sock`.
+    pub fn connect(state_dir: &Path) -> Result<Client, ClientError> {
+        let path = state_dir.join(SOCKET);
+        let s = UnixStream::connect(&path).map_err(|err| ClientError::Io {
+            op: "connect",
+            path: path.clone(),
+            err,
+        })?;
+        Ok(Client {
+            path,
+            reader: BufReader::new(s),
+            line: String::new(),
+        })
+    }
+
+    /// Bound every later read and write (None: wait forever).
+    pub fn set_timeout(&self, t: Option<Duration>) -> Result<(), ClientError> {
+        let s = self.reader.get_ref();
+        s.set_read_timeout(t)
+            .and_then(|()| s.set_write_timeout(t))
+            .map_err(|err| self.io("set timeout", err))
+    }
+
+    fn io(&self, op: &'static str, err: io::Error) -> ClientError {
+        ClientError::Io {
+            op,
+            path: self.path.clone(),
+            err,
+        }
+    }
+
+    /// Send one request and read its reply.
+    pub fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        let mut line = serde_json::to_vec(req).expect("requests serialise");
+        line.push(b'\n');
+        self.reader
+            .get_mut()
+            .write_all(&line)
+            .map_err(|e| self.io("send request to", e))?;
+        self.line.clear();
+        let n = self
+            .reader
+            .read_line(&mut self.line)
+            .map_err(|e| self.io("read reply from", e))?;
+        if n == 0 {
+            return Err(ClientError::Closed {
+                path: self.path.clone(),
+            });
+        }
+        serde_json::from_str(&self.line).map_err(|err| ClientError::Decode {
+            path: self.path.clone(),
+            err,
+        })
+    }
+
+    /// Send an attach request; on `attached`, hand back the raw stream and whether it is a tty.
+    /// On any other reply, that reply.
+    pub fn attach(
+        mut self,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    ) -> Result<Result<(AttachStream, bool), Response>, ClientError> {
+        match self.call(&Request::Attach {
+            stdin,
+            stdout,
+            stderr,
+            exec_id: None,
+        })? {
+            Response::Attached { tty } => {
+                // The reply line was read through a BufReader: bytes already buffered belong
+                // to the stream.
+                let pending = self.reader.buffer().to_vec();
+                let stream = self.reader.into_inner();
+                Ok(Ok((AttachStream { pending, stream }, tty)))
+            }
+            other => Ok(Err(other)),
+        }
+    }
+}
+
+/// The raw stream of an attach, with the bytes that arrived along with the reply line.
+pub struct AttachStream {
+    pending: Vec<u8>,
+    pub stream: UnixStream,
+}
+
+impl Read for AttachStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.pending.is_empty() {
+            let n = buf.len().min(self.pending.len());
+            buf[..n].copy_from_slice(&self.pending[..n]);
+            self.pending.drain(..n);
+            return Ok(n);
+        }
+        self.stream.read(buf)
+    }
+}
+
+impl Write for AttachStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Read one multiplexed frame: `Ok(None)` at a clean end of stream.
+pub fn read_frame(r: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<u8>> {
+    let mut hdr = [0u8; 8];
+    let mut got = 0;
+    while got < 8 {
+        let n = r.read(&mut hdr[got..])?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    let len = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
+    payload.resize(len, 0);
+    r.read_exact(payload)?;
+    Ok(Some(hdr[0]))
+}
+
+/// The frame header for `len` bytes of `stream`.
+pub fn frame_header(stream: u8, len: usize) -> [u8; 8] {
+    let l = (len as u32).to_be_bytes();
+    [stream, 0, 0, 0, l[0], l[1], l[2], l[3]]
+}
+
+/// Read `exit.json` from a state dir: how the container ended, even after the shim is gone.
+pub fn read_exit(state_dir: &Path) -> io::Result<Option<ExitInfo>> {
+    match std::fs::read(state_dir.join(EXIT_FILE)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let r: Request = serde_json::from_str(r#"{"op":"kill","signal":15}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Kill {
+                signal: 15,
+                all: false,
+                exec_id: None
+            }
+        );
+        let a: Request = serde_json::from_str(r#"{"op":"attach","stdin":true}"#).unwrap();
+        assert_eq!(
+            a,
+            Request::Attach {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                exec_id: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::State).unwrap(),
+            r#"{"op":"state"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::Ok).unwrap(),
+            r#"{"reply":"ok"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::Attached { tty: false }).unwrap(),
+            r#"{"reply":"attached","tty":false}"#
+        );
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut wire = frame_header(STREAM_STDERR, 3).to_vec();
+        wire.extend_from_slice(b"abc");
+        let mut r = &wire[..];
+        let mut p = Vec::new();
+        assert_eq!(read_frame(&mut r, &mut p).unwrap(), Some(2));
+        assert_eq!(p, b"abc");
+        assert_eq!(read_frame(&mut r, &mut p).unwrap(), None);
+    }
+}
