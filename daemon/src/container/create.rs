@@ -1,0 +1,415 @@
+//! POST /containers/create: validate the request, apply the image's defaults, set up
+//! volumes and mounts, the rootfs and /etc files, and persist the record.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::model::{CreateRequest, MountPoint, Record, State};
+use super::{names, rootfs, valid_name, Ctr};
+use crate::daemon::Daemon;
+use crate::http::{ApiError, ApiResult};
+use crate::util;
+
+/// What a container takes from its image when the request leaves it unset.
+#[derive(Debug, Default, Clone)]
+pub struct ImageDefaults {
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub volumes: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub stop_signal: Option<String>,
+}
+
+fn check_host_config(req: &CreateRequest) -> ApiResult<()> {
+    let h = &req.host_config;
+    match h.network_mode.as_str() {
+        "" | "default" | "bridge" | "none" | "host" => {}
+        n => {
+            return Err(ApiError::not_found(format!(
+                "network {n} not found (berthd has the networks none and host; bridge networking is not implemented yet)"
+            )))
+        }
+    }
+    if h.network_mode != "host" && h.port_bindings.values().any(|v| !v.is_null()) {
+        return Err(ApiError::bad_request(
+            "publishing ports (-p) needs bridge networking, which berthd does not implement yet; use --network host",
+        ));
+    }
+    for (what, v) in [
+        ("pid", &h.pid_mode),
+        ("ipc", &h.ipc_mode),
+        ("uts", &h.uts_mode),
+        ("userns", &h.userns_mode),
+    ] {
+        if !matches!(v.as_str(), "" | "private" | "shareable") {
+            return Err(ApiError::bad_request(format!(
+                "--{what} {v} is not supported by berthd yet"
+            )));
+        }
+    }
+    if !matches!(h.cgroupns_mode.as_str(), "" | "private") {
+        return Err(ApiError::bad_request(format!(
+            "--cgroupns {} is not supported by berthd yet",
+            h.cgroupns_mode
+        )));
+    }
+    if !h.devices.is_empty() {
+        return Err(ApiError::bad_request(
+            "--device is not supported by berthd yet",
+        ));
+    }
+    if !h.volumes_from.is_empty() || !h.links.is_empty() {
+        return Err(ApiError::bad_request(
+            "--volumes-from and --link are not supported by berthd",
+        ));
+    }
+    match h.restart_policy.name.as_str() {
+        "" | "no" | "always" | "unless-stopped" | "on-failure" => {}
+        n => {
+            return Err(ApiError::bad_request(format!(
+                "invalid restart policy '{n}'"
+            )))
+        }
+    }
+    if h.auto_remove && !matches!(h.restart_policy.name.as_str(), "" | "no") {
+        return Err(ApiError::bad_request(
+            "can't create 'AutoRemove' container with restart policy",
+        ));
+    }
+    if !matches!(h.log_config.kind.as_str(), "" | "json-file") {
+        return Err(ApiError::bad_request(format!(
+            "logging driver {:?} is not supported by berthd (json-file only)",
+            h.log_config.kind
+        )));
+    }
+    if !matches!(h.runtime.as_str(), "" | "runc" | "berth") {
+        return Err(ApiError::bad_request(format!(
+            "unknown or invalid runtime name: {}",
+            h.runtime
+        )));
+    }
+    if h.memory != 0 && h.memory < 6 << 20 {
+        return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
+    }
+    Ok(())
+}
+
+/// Resolves `-v`/`--mount`/`--tmpfs`/image VOLUMEs into mount points (creating volumes).
+fn mounts(d: &Daemon, req: &CreateRequest, img: &ImageDefaults) -> ApiResult<Vec<MountPoint>> {
+    let mut out: Vec<MountPoint> = Vec::new();
+    let add = |m: MountPoint, out: &mut Vec<MountPoint>| -> ApiResult<()> {
+        if !m.destination.starts_with('/') {
+            return Err(ApiError::bad_request(format!(
+                "invalid mount config: mount path must be absolute: {:?}",
+                m.destination
+            )));
+        }
+        if out.iter().any(|o| o.destination == m.destination) {
+            return Err(ApiError::bad_request(format!(
+                "Duplicate mount point: {}",
+                m.destination
+            )));
+        }
+        out.push(m);
+        Ok(())
+    };
+    let volume = |name: Option<&str>| -> ApiResult<(String, std::path::PathBuf)> {
+        let v = d
+            .volumes
+            .create(name, Default::default(), Default::default())?;
+        let dir = d.volumes.data_dir(&v.name);
+        Ok((v.name, dir))
+    };
+    for b in &req.host_config.binds {
+        let parts: Vec<&str> = b.split(':').collect();
+        let (src, dst, opts) = match parts.as_slice() {
+            [dst] => ("", *dst, ""),
+            [src, dst] => (*src, *dst, ""),
+            [src, dst, opts] => (*src, *dst, *opts),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "invalid volume specification: '{b}'"
+                )))
+            }
+        };
+        let rw = !opts.split(',').any(|o| o == "ro");
+        let m = if src.starts_with('/') {
+            std::fs::create_dir_all(src).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "error while creating mount source path '{src}': {e}"
+                ))
+            })?;
+            MountPoint {
+                kind: "bind".into(),
+                name: String::new(),
+                source: src.into(),
+                destination: dst.into(),
+                rw,
+                options: vec![],
+            }
+        } else {
+            let (name, dir) = volume((!src.is_empty()).then_some(src))?;
+            MountPoint {
+                kind: "volume".into(),
+                name,
+                source: dir,
+                destination: dst.into(),
+                rw,
+                options: vec![],
+            }
+        };
+        add(m, &mut out)?;
+    }
+    for m in &req.host_config.mounts {
+        let mp = match m.kind.as_str() {
+            "bind" => {
+                if !std::path::Path::new(&m.source).exists() {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        m.source
+                    )));
+                }
+                MountPoint {
+                    kind: "bind".into(),
+                    name: String::new(),
+                    source: m.source.clone().into(),
+                    destination: m.target.clone(),
+                    rw: !m.read_only,
+                    options: vec![],
+                }
+            }
+            "volume" => {
+                let (name, dir) = volume((!m.source.is_empty()).then_some(m.source.as_str()))?;
+                MountPoint {
+                    kind: "volume".into(),
+                    name,
+                    source: dir,
+                    destination: m.target.clone(),
+                    rw: !m.read_only,
+                    options: vec![],
+                }
+            }
+            "tmpfs" => {
+                let mut opts = Vec::new();
+                if let Some(t) = &m.tmpfs_options {
+                    if t.size_bytes > 0 {
+                        opts.push(format!("size={}", t.size_bytes));
+                    }
+                    if t.mode != 0 {
+                        opts.push(format!("mode={:o}", t.mode));
+                    }
+                }
+                MountPoint {
+                    kind: "tmpfs".into(),
+                    name: String::new(),
+                    source: "".into(),
+                    destination: m.target.clone(),
+                    rw: !m.read_only,
+                    options: opts,
+                }
+            }
+            k => {
+                return Err(ApiError::bad_request(format!(
+                    "mount type {k:?} is not supported by berthd"
+                )))
+            }
+        };
+        add(mp, &mut out)?;
+    }
+    for (dst, opts) in &req.host_config.tmpfs {
+        let options = opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect();
+        add(
+            MountPoint {
+                kind: "tmpfs".into(),
+                name: String::new(),
+                source: "".into(),
+                destination: dst.clone(),
+                rw: true,
+                options,
+            },
+            &mut out,
+        )?;
+    }
+    for dst in &img.volumes {
+        if !out.iter().any(|m| &m.destination == dst) {
+            let (name, dir) = volume(None)?;
+            out.push(MountPoint {
+                kind: "volume".into(),
+                name,
+                source: dir,
+                destination: dst.clone(),
+                rw: true,
+                options: vec![],
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn merge_env(image: &[String], mine: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let mut out: Vec<String> = image.to_vec();
+    for e in mine {
+        let k = key(e);
+        if !e.contains('=') {
+            // `-e NAME` with NAME unset on the client: Docker drops it.
+            continue;
+        }
+        match out.iter_mut().find(|x| key(x) == k) {
+            Some(x) => *x = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+pub async fn create(
+    d: &Arc<Daemon>,
+    mut req: CreateRequest,
+    name: Option<&str>,
+) -> ApiResult<(String, Vec<String>)> {
+    let warnings = Vec::new();
+    check_host_config(&req)?;
+    if req.config.image.is_empty() {
+        return Err(ApiError::bad_request(
+            "config cannot be empty in order to create a container",
+        ));
+    }
+    let name = match name.filter(|n| !n.is_empty()) {
+        Some(n) => {
+            let n = n.strip_prefix('/').unwrap_or(n);
+            if !valid_name(n) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )));
+            }
+            n.to_string()
+        }
+        None => {
+            let reg = d.containers.lock().unwrap();
+            names::generate(|n| reg.name_taken(n))
+        }
+    };
+    if d.containers.lock().unwrap().name_taken(&name) {
+        let other = d.find(&name)?.id.clone();
+        return Err(ApiError::conflict(format!(
+            "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+        )));
+    }
+    let (image_id, img) = crate::image_api::defaults(d, &req.config.image).await?;
+    let c = &mut req.config;
+    let entry_overridden = !c.entrypoint.is_empty();
+    if c.entrypoint.is_empty() {
+        c.entrypoint = img.entrypoint.clone();
+    } else if c.entrypoint == [""] {
+        c.entrypoint.clear();
+    }
+    if c.cmd.is_empty() && !entry_overridden {
+        c.cmd = img.cmd.clone();
+    }
+    let mut argv: Vec<String> = c.entrypoint.iter().chain(&c.cmd).cloned().collect();
+    if argv.is_empty() {
+        return Err(ApiError::bad_request("no command specified"));
+    }
+    c.env = merge_env(&img.env, &c.env);
+    if c.working_dir.is_empty() {
+        c.working_dir = img.working_dir.clone();
+    } else if !c.working_dir.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "the working directory '{}' is invalid, it needs to be an absolute path",
+            c.working_dir
+        )));
+    }
+    if c.user.is_empty() {
+        c.user = img.user.clone();
+    }
+    if c.stop_signal.is_none() {
+        c.stop_signal = img.stop_signal.clone();
+    }
+    for (k, v) in &img.labels {
+        c.labels.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if req.host_config.network_mode.is_empty() || req.host_config.network_mode == "default" {
+        req.host_config.network_mode = "bridge".into();
+    }
+    // "bridge" is for now a private network namespace with loopback only (`docker info`
+    // and the README say so); a warning on every create would drown the output.
+    let id = util::random_id();
+    if req.config.hostname.is_empty() {
+        req.config.hostname = if req.host_config.network_mode == "host" {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        } else {
+            id[..12].to_string()
+        };
+    }
+    let mounts = mounts(d, &req, &img)?;
+    let (max_size, max_file) = {
+        let cfg = &req.host_config.log_config.config;
+        let size = match cfg.get("max-size") {
+            Some(s) => {
+                crate::config::parse_size(s).map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
+            None => d.cfg.log_max_size,
+        };
+        let files = match cfg.get("max-file") {
+            Some(s) => s
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid max-file {s:?}")))?,
+            None => d.cfg.log_max_file,
+        };
+        (size, files)
+    };
+    let path = argv.remove(0);
+    let rec = Record {
+        id: id.clone(),
+        name: name.clone(),
+        created: util::rfc3339(SystemTime::now()),
+        image_id,
+        path,
+        args: argv,
+        config: req.config,
+        host_config: req.host_config,
+        state: State::default(),
+        mounts,
+        restart_count: 0,
+        manually_stopped: false,
+        log_max_size: max_size,
+        log_max_file: max_file,
+    };
+    let paths = d.paths(&id);
+    std::fs::create_dir_all(&paths.dir)?;
+    let undo = |e: ApiError| {
+        let _ = rootfs::unmount(&paths);
+        let _ = std::fs::remove_dir_all(&paths.dir);
+        let _ = std::fs::remove_dir_all(&paths.overlay);
+        e
+    };
+    rootfs::write_etc_files(
+        &paths.dir,
+        &rec.config.hostname,
+        rec.host_config.network_mode == "host",
+        &rec.host_config.extra_hosts,
+        &rec.host_config.dns,
+    )
+    .map_err(|e| undo(e.into()))?;
+    let ctr = Ctr::new(rec);
+    super::lifecycle::ensure_rootfs(d, &ctr).map_err(undo)?;
+    d.save(&ctr).map_err(|e| undo(e.into()))?;
+    d.containers
+        .lock()
+        .unwrap()
+        .insert(ctr.clone())
+        .map_err(undo)?;
+    d.container_event(&ctr, "create", &[]);
+    Ok((id, warnings))
+}

@@ -1,0 +1,486 @@
+//! Container lifecycle: start through a new berth-shim, watch for the exit, stop/kill,
+//! remove; restart policies; re-attaching to shims after a daemon restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hyper::StatusCode;
+
+use super::model::{Record, Status};
+use super::shim::{self, ExitInfo, Launch, Request, Response};
+use super::{rootfs, spec, Ctr, Life};
+use crate::daemon::Daemon;
+use crate::http::{ApiError, ApiResult};
+use crate::util;
+
+/// Mounts the container's overlay (idempotent) and returns the merged root.
+pub fn ensure_rootfs(d: &Daemon, c: &Ctr) -> ApiResult<PathBuf> {
+    let image_id = c.rec().image_id.clone();
+    let paths = d.paths(&c.id);
+    let lower = d
+        .images
+        .lowerdirs(&image_id)
+        .map_err(|e| ApiError::internal(format!("layers of image {image_id}: {e}")))?;
+    rootfs::mount(&paths, &lower).map_err(ApiError::internal)?;
+    Ok(paths.merged())
+}
+
+fn not_modified() -> ApiError {
+    ApiError::new(StatusCode::NOT_MODIFIED, "")
+}
+
+/// Starts a created or exited container.
+pub async fn start(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
+    let _op = c.op.lock().await;
+    match c.status() {
+        Status::Running | Status::Restarting => return Err(not_modified()),
+        Status::Paused => {
+            return Err(ApiError::conflict(
+                "cannot start a paused container, try unpause instead",
+            ))
+        }
+        Status::Removing | Status::Dead => {
+            return Err(ApiError::conflict(format!(
+                "container {} is marked for removal and cannot be started",
+                c.id
+            )))
+        }
+        _ => {}
+    }
+    start_locked(d, c).await
+}
+
+/// Boxed: a restart policy starts the container again from the exit handler, a cycle the
+/// compiler can only see through as a boxed `Send` future.
+fn start_locked<'a>(
+    d: &'a Arc<Daemon>,
+    c: &'a Arc<Ctr>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + 'a>> {
+    Box::pin(start_inner(d, c))
+}
+
+async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
+    let paths = d.paths(&c.id);
+    let root = ensure_rootfs(d, c)?;
+    let rec = c.rec().clone();
+    let passwd = rootfs::read_in_root(&root, "etc/passwd").unwrap_or_default();
+    let group = rootfs::read_in_root(&root, "etc/group").unwrap_or_default();
+    let user = spec::resolve_user(
+        &rec.config.user,
+        &passwd,
+        &group,
+        &rec.host_config.group_add,
+    )?;
+    let init = if rec.host_config.init.unwrap_or(false) {
+        Some(find_init()?)
+    } else {
+        None
+    };
+    let cfg = spec::build(
+        &rec,
+        &spec::Inputs {
+            rootfs: &root,
+            user,
+            etc_dir: &paths.dir,
+            cgroups_path: format!("/berth/{}", c.id),
+            init: init.as_deref(),
+        },
+    )?;
+    std::fs::create_dir_all(&paths.bundle)?;
+    util::atomic_write(
+        &paths.bundle.join("config.json"),
+        &serde_json::to_vec(&cfg).expect("spec serialises"),
+    )?;
+    // A previous run's shim state (socket, exit record) must not answer for this one.
+    let _ = std::fs::remove_dir_all(&paths.shim);
+    let launched = shim::launch(
+        &d.cfg,
+        &Launch {
+            id: &c.id,
+            bundle: &paths.bundle,
+            state_dir: &paths.shim,
+            log: &paths.log(&c.id),
+            log_max_size: rec.log_max_size,
+            log_max_file: rec.log_max_file,
+            stdin: rec.config.open_stdin,
+            stdin_once: rec.config.stdin_once,
+        },
+    )
+    .await;
+    if let Err(msg) = launched {
+        let _ = std::fs::remove_dir_all(&paths.shim);
+        return Err(start_failed(
+            d,
+            c,
+            format!("failed to create task for container: {msg}: unknown"),
+        )
+        .await);
+    }
+    // Attach clients that came before the start connect now, then the program runs.
+    c.gate.send_modify(|g| g.generation += 1);
+    let mut gate = c.gate.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.waiting == 0)).await;
+    match shim::call(&paths.shim, &Request::Start).await {
+        Ok(Response::Ok) => {}
+        other => {
+            let msg = match other {
+                Ok(Response::Error { message }) => message,
+                Ok(r) => format!("unexpected shim reply {r:?}"),
+                Err(e) => e.to_string(),
+            };
+            let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+            let _ = std::fs::remove_dir_all(&paths.shim);
+            return Err(start_failed(
+                d,
+                c,
+                format!("failed to start task for container: {msg}: unknown"),
+            )
+            .await);
+        }
+    }
+    let pid = match shim::call(&paths.shim, &Request::State).await {
+        Ok(Response::State(s)) => s.pid,
+        _ => 0,
+    };
+    {
+        let mut r = c.rec();
+        r.state.status = Status::Running;
+        r.state.pid = pid;
+        r.state.error.clear();
+        r.state.exit_code = 0;
+        r.state.oom_killed = false;
+        r.state.started_at = util::rfc3339(SystemTime::now());
+        r.state.finished_at = util::ZERO_TIME.into();
+    }
+    d.save(c)?;
+    c.life.send_modify(|l| l.running = true);
+    d.container_event(c, "start", &[]);
+    tokio::spawn(monitor(d.clone(), c.clone()));
+    Ok(())
+}
+
+/// A start that failed: the error is recorded, waiters and attach clients are released
+/// (with Docker's exit codes: 127 not found, 126 not executable, 128 otherwise), and a
+/// `--rm` container is removed, as dockerd does.
+async fn start_failed(d: &Arc<Daemon>, c: &Arc<Ctr>, msg: String) -> ApiError {
+    let code = if msg.contains("executable file not found") || msg.contains("no such file") {
+        127
+    } else if msg.contains("permission denied") || msg.contains("Permission denied") {
+        126
+    } else {
+        128
+    };
+    let auto_remove = {
+        let mut r = c.rec();
+        r.state.error = msg.clone();
+        r.state.exit_code = code;
+        if r.state.status != Status::Created {
+            r.state.status = Status::Exited;
+        }
+        r.host_config.auto_remove
+    };
+    let _ = d.save(c);
+    c.life.send_modify(|l| {
+        l.exits += 1;
+        l.exit_code = code;
+    });
+    // Attach clients waiting for this start find no shim and end.
+    c.gate.send_modify(|g| g.generation += 1);
+    if auto_remove {
+        let d = d.clone();
+        let c = c.clone();
+        // After this start's lock is released.
+        tokio::spawn(async move {
+            let _ = remove(&d, &c, true, true).await;
+        });
+    }
+    ApiError::bad_request(msg)
+}
+
+/// docker-init (tini) from the host, bind-mounted into the container for `--init`.
+fn find_init() -> ApiResult<PathBuf> {
+    [
+        "/usr/sbin/docker-init",
+        "/usr/bin/docker-init",
+        "/usr/bin/tini-static",
+        "/usr/bin/tini",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        ApiError::bad_request(
+            "--init needs docker-init or tini on the host (Debian: docker.io or tini); none found",
+        )
+    })
+}
+
+/// Watches one running container until it exits (through its shim's `wait`).
+async fn monitor(d: Arc<Daemon>, c: Arc<Ctr>) {
+    let sd = d.paths(&c.id).shim;
+    let info = match shim::Conn::connect(&sd).await {
+        Ok(mut conn) => match conn.call(&Request::Wait { exec_id: None }).await {
+            Ok(Response::Exited(info)) => Some(info),
+            _ => berth_shim::protocol::read_exit(&sd).ok().flatten(),
+        },
+        Err(_) => berth_shim::protocol::read_exit(&sd).ok().flatten(),
+    };
+    exited(&d, &c, info).await;
+}
+
+/// Records an exit, lets waiters go, and applies `--rm` or the restart policy.
+async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
+    let sd = d.paths(&c.id).shim;
+    // The shim deletes the container from the runtime and exits.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        if let Ok(mut conn) = shim::Conn::connect(&sd).await {
+            let _ = conn.call(&Request::Shutdown).await;
+        }
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&sd);
+    let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
+    let (code, oom) = match &info {
+        Some(i) => (i64::from(i.exit_code), i.oom_killed),
+        None => (137, false),
+    };
+    let (auto_remove, policy, max_retry, manually_stopped, restarts) = {
+        let mut r = c.rec();
+        r.state.status = Status::Exited;
+        r.state.pid = 0;
+        r.state.exit_code = code;
+        r.state.oom_killed = oom;
+        r.state.finished_at = info
+            .as_ref()
+            .map(|i| i.exited_at.clone())
+            .unwrap_or_else(|| util::rfc3339(SystemTime::now()));
+        if info.is_none() {
+            r.state.error = "berth-shim went away without recording the exit".into();
+        }
+        (
+            r.host_config.auto_remove,
+            r.host_config.restart_policy.name.clone(),
+            r.host_config.restart_policy.maximum_retry_count,
+            r.manually_stopped,
+            r.restart_count,
+        )
+    };
+    let _ = d.save(c);
+    if oom {
+        d.container_event(c, "oom", &[]);
+    }
+    d.container_event(c, "die", &[("exitCode", code.to_string())]);
+    c.life.send_modify(|l| {
+        l.running = false;
+        l.exits += 1;
+        l.exit_code = code;
+    });
+    if auto_remove {
+        let _ = remove(d, c, true, true).await;
+        return;
+    }
+    let restart = !manually_stopped
+        && match policy.as_str() {
+            "always" | "unless-stopped" => true,
+            "on-failure" => code != 0 && (max_retry <= 0 || (restarts as i64) < max_retry),
+            _ => false,
+        };
+    if restart {
+        let d = d.clone();
+        let c = c.clone();
+        tokio::spawn(async move {
+            // Docker's back-off starts at 100 ms and doubles.
+            let delay = Duration::from_millis(100u64 << restarts.min(10));
+            tokio::time::sleep(delay).await;
+            let _op = c.op.lock().await;
+            if c.status() != Status::Exited || c.rec().manually_stopped {
+                return;
+            }
+            c.rec().restart_count += 1;
+            if start_locked(&d, &c).await.is_ok() {
+                d.container_event(&c, "restart", &[]);
+            }
+        });
+    }
+}
+
+/// After a daemon restart: find the container's shim again.
+pub async fn reattach(d: Arc<Daemon>, c: Arc<Ctr>) {
+    let sd = d.paths(&c.id).shim;
+    match shim::call(&sd, &Request::State).await {
+        Ok(Response::State(s)) if s.exit.is_none() => {
+            c.rec().state.pid = s.pid;
+            c.life.send_modify(|l| l.running = true);
+            let _ = ensure_rootfs(&d, &c);
+            tokio::spawn(monitor(d, c));
+        }
+        Ok(Response::State(s)) => exited(&d, &c, s.exit).await,
+        _ => {
+            let info = berth_shim::protocol::read_exit(&sd).ok().flatten();
+            exited(&d, &c, info).await;
+        }
+    }
+}
+
+/// Waits until the container is not running, at most `limit`; true if it stopped.
+pub async fn wait_stopped(c: &Ctr, limit: Duration) -> bool {
+    let mut rx = c.life.subscribe();
+    let r = tokio::time::timeout(limit, rx.wait_for(|l: &Life| !l.running))
+        .await
+        .is_ok();
+    r
+}
+
+pub async fn signal(d: &Daemon, c: &Ctr, sig: i32) -> ApiResult<()> {
+    let sd = d.paths(&c.id).shim;
+    match shim::call(
+        &sd,
+        &Request::Kill {
+            signal: sig,
+            all: false,
+            exec_id: None,
+        },
+    )
+    .await
+    {
+        Ok(Response::Ok) => Ok(()),
+        Ok(Response::Error { message }) => Err(ApiError::internal(message)),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected shim reply {other:?}"
+        ))),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+pub fn parse_signal(s: &str) -> ApiResult<i32> {
+    berth_runtime::container::parse_signal(s.trim())
+        .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))
+}
+
+/// `docker stop`: the stop signal, then SIGKILL after the timeout.
+pub async fn stop(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    timeout: Option<i64>,
+    sig: Option<&str>,
+) -> ApiResult<()> {
+    let _op = c.op.lock().await;
+    if !c.status().is_running() {
+        return Err(not_modified());
+    }
+    let (stop_signal, stop_timeout) = {
+        let mut r = c.rec();
+        r.manually_stopped = true;
+        (r.config.stop_signal.clone(), r.config.stop_timeout)
+    };
+    let _ = d.save(c);
+    if c.status() == Status::Paused {
+        set_paused(d, c, false)?;
+    }
+    let sig = parse_signal(sig.or(stop_signal.as_deref()).unwrap_or("SIGTERM"))?;
+    let secs = timeout.or(stop_timeout).unwrap_or(10);
+    let _ = signal(d, c, sig).await;
+    if secs < 0 {
+        wait_stopped(c, Duration::MAX).await;
+    } else if !wait_stopped(c, Duration::from_secs(secs as u64)).await {
+        let _ = signal(d, c, libc::SIGKILL).await;
+        if !wait_stopped(c, Duration::from_secs(10)).await {
+            return Err(ApiError::internal(format!(
+                "container {} did not stop after SIGKILL",
+                c.id
+            )));
+        }
+    }
+    d.container_event(c, "stop", &[]);
+    Ok(())
+}
+
+pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, sig: &str) -> ApiResult<()> {
+    let sig_no = parse_signal(sig)?;
+    if !c.status().is_running() {
+        return Err(ApiError::conflict(format!(
+            "Cannot kill container: {}: container {} is not running",
+            c.name(),
+            c.id
+        )));
+    }
+    if sig_no == libc::SIGKILL {
+        c.rec().manually_stopped = true;
+        let _ = d.save(c);
+    }
+    signal(d, c, sig_no).await?;
+    d.container_event(c, "kill", &[("signal", sig_no.to_string())]);
+    Ok(())
+}
+
+pub fn set_paused(d: &Daemon, c: &Ctr, pause: bool) -> ApiResult<()> {
+    let root = d.cfg.exec_root.join("runtime");
+    let r = if pause {
+        berth_runtime::container::pause(&root, &c.id)
+    } else {
+        berth_runtime::container::resume(&root, &c.id)
+    };
+    r.map_err(ApiError::internal)?;
+    c.rec().state.status = if pause {
+        Status::Paused
+    } else {
+        Status::Running
+    };
+    d.save(c)?;
+    d.container_event(c, if pause { "pause" } else { "unpause" }, &[]);
+    Ok(())
+}
+
+/// `docker rm`: refuses a running container unless forced; removes rootfs, files, and
+/// (with `volumes`) its anonymous volumes.
+pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -> ApiResult<()> {
+    if c.status().is_running() {
+        if !force {
+            return Err(ApiError::conflict(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                c.name()
+            )));
+        }
+        c.rec().manually_stopped = true;
+        if c.status() == Status::Paused {
+            let _ = set_paused(d, c, false);
+        }
+        let _ = signal(d, c, libc::SIGKILL).await;
+        d.container_event(c, "kill", &[("signal", libc::SIGKILL.to_string())]);
+        wait_stopped(c, Duration::from_secs(10)).await;
+    }
+    let _op = c.op.lock().await;
+    if c.life.borrow().removed {
+        return Ok(());
+    }
+    c.rec().state.status = Status::Removing;
+    let _ = d.save(c);
+    let paths = d.paths(&c.id);
+    rootfs::unmount(&paths).map_err(ApiError::internal)?;
+    for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ApiError::internal(format!(
+                    "removing {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    let rec: Record = c.rec().clone();
+    if volumes {
+        for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+            if d.volumes.is_anonymous(&m.name) {
+                let _ = d.volumes.remove(&m.name, false, &|_| None);
+            }
+        }
+    }
+    d.containers.lock().unwrap().remove(&c.id);
+    c.life.send_modify(|l| l.removed = true);
+    c.gate.send_modify(|g| g.closed = true);
+    d.container_event(c, "destroy", &[]);
+    Ok(())
+}

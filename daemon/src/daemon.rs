@@ -1,0 +1,135 @@
+//! The daemon's shared state: configuration, stores, the container registry and the event
+//! feed; and start-up, which finds the containers a previous berthd left running.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::container::model::{Record, Status};
+use crate::container::{lifecycle, Ctr, Paths, Registry};
+use crate::events::Events;
+use crate::images::ImageStore;
+use crate::volume::Volumes;
+
+pub struct Daemon {
+    pub cfg: Config,
+    pub containers: Mutex<Registry>,
+    pub images: Arc<ImageStore>,
+    pub volumes: Volumes,
+    pub events: Events,
+    pub exec: Mutex<crate::exec::Sessions>,
+    pub started: SystemTime,
+    pub id: String,
+}
+
+impl Daemon {
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Daemon>> {
+        use anyhow::Context;
+        for d in [
+            cfg.data_root.join("containers"),
+            cfg.data_root.join("overlay"),
+            cfg.exec_root.join("containers"),
+            cfg.exec_root.join("shims"),
+        ] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let images = Arc::new(ImageStore::open(&cfg.data_root).context("opening the image store")?);
+        let volumes =
+            Volumes::open(&cfg.data_root.join("volumes")).context("opening the volume store")?;
+        let id_file = cfg.data_root.join("engine-id");
+        let id = match std::fs::read_to_string(&id_file) {
+            Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => {
+                let id = crate::util::random_id();
+                crate::util::atomic_write(&id_file, id.as_bytes())?;
+                id
+            }
+        };
+        Ok(Arc::new(Daemon {
+            cfg,
+            containers: Mutex::new(Registry::default()),
+            images,
+            volumes,
+            events: Events::default(),
+            exec: Mutex::new(crate::exec::Sessions::default()),
+            started: SystemTime::now(),
+            id,
+        }))
+    }
+
+    pub fn paths(&self, id: &str) -> Paths {
+        Paths::new(&self.cfg.data_root, &self.cfg.exec_root, id)
+    }
+
+    pub fn find(&self, key: &str) -> crate::http::ApiResult<Arc<Ctr>> {
+        self.containers.lock().unwrap().find(key)
+    }
+
+    /// Persists a container's record (atomically; the acknowledged state survives a crash).
+    pub fn save(&self, c: &Ctr) -> std::io::Result<()> {
+        let rec = c.rec().clone();
+        let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
+        crate::util::atomic_write(&self.paths(&rec.id).record(), &data)
+    }
+
+    /// Publishes a container event with Docker's attributes (name, image, labels).
+    pub fn container_event(&self, c: &Ctr, action: &str, extra: &[(&str, String)]) {
+        let (name, image, labels) = {
+            let r = c.rec();
+            (
+                r.name.clone(),
+                r.config.image.clone(),
+                r.config.labels.clone(),
+            )
+        };
+        let mut attrs: Vec<(String, String)> = labels.into_iter().collect();
+        attrs.push(("name".into(), name));
+        attrs.push(("image".into(), image));
+        for (k, v) in extra {
+            attrs.push((k.to_string(), v.clone()));
+        }
+        self.events.publish("container", action, &c.id, attrs);
+    }
+
+    /// Loads every container record and reconciles it with its shim: running ones are
+    /// watched again, dead ones get their exit recorded, restart policies are applied.
+    pub async fn restore(self: &Arc<Daemon>) -> anyhow::Result<()> {
+        let dir = self.cfg.data_root.join("containers");
+        let mut loaded = Vec::new();
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let path: PathBuf = e.path().join("config.v2.json");
+            let rec: Record = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+            {
+                Ok(r) => r,
+                Err(err) => {
+                    crate::log::warn(format_args!("skipping {}: {err}", path.display()));
+                    continue;
+                }
+            };
+            let c = Ctr::new(rec);
+            if let Err(e) = self.containers.lock().unwrap().insert(c.clone()) {
+                crate::log::warn(format_args!("skipping {}: {}", c.id, e.message));
+                continue;
+            }
+            loaded.push(c);
+        }
+        for c in loaded {
+            let status = c.status();
+            if status == Status::Removing {
+                let _ = lifecycle::remove(self, &c, true, false).await;
+                continue;
+            }
+            if status.is_running() {
+                lifecycle::reattach(self.clone(), c).await;
+            } else if status != Status::Created {
+                // Mount the overlay again so `docker cp`/`export` and restarts work.
+                let _ = lifecycle::ensure_rootfs(self, &c);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,520 @@
+//! The real docker CLI 28.2.2 against berthd: the everyday commands, end to end.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::Berthd;
+
+#[test]
+fn version_and_info_negotiate() {
+    let d = Berthd::start();
+    let v = d.ok(&[
+        "version",
+        "--format",
+        "{{.Server.APIVersion}} {{.Client.APIVersion}}",
+    ]);
+    assert_eq!(v.trim(), "1.50 1.50");
+    let info = d.ok(&["info", "--format", "{{.Driver}} {{.Images}} {{.OSType}}"]);
+    assert_eq!(info.trim(), "overlay2 1 linux");
+}
+
+#[test]
+fn run_rm_prints_output_and_passes_exit_codes() {
+    let d = Berthd::start();
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; echo $HOSTNAME",
+    ]);
+    assert!(out.starts_with("out\n"), "{out:?}");
+    let o = d.docker(&["run", "--rm", "busybox", "sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let o = d.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(
+        o.status.code(),
+        Some(127),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // --rm removed them all.
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+}
+
+#[test]
+fn stderr_stays_separate() {
+    let d = Berthd::start();
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo to-out; echo to-err >&2",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "to-out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "to-err\n");
+}
+
+#[test]
+fn run_detached_logs_ps_inspect_stop_rm() {
+    let d = Berthd::start();
+    let id = d.ok(&["run", "-d", "--name", "web", "-e", "GREETING=hi", "busybox", "sh", "-c", "echo $GREETING; echo oops >&2; trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    let ps = d.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Up"), "{ps}");
+    assert!(d.eventually(Duration::from_secs(5), || d.ok(&["logs", "web"]) == "hi\n"));
+    let o = d.docker(&["logs", "web"]);
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+    let running = d.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.Running}} {{.Name}} {{.Config.Image}}",
+        "web",
+    ]);
+    assert_eq!(running.trim(), "running true /web busybox");
+    // Names, id prefixes and full ids all find it.
+    assert_eq!(
+        d.ok(&["inspect", "--format", "{{.Id}}", &id[..8]]).trim(),
+        id
+    );
+    let o = d.docker(&["rm", "web"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("container is running"));
+    d.ok(&["stop", "web"]);
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "web"
+        ])
+        .trim(),
+        "exited 0"
+    );
+    assert_eq!(d.ok(&["logs", "web"]), "hi\nbye\n");
+    let ps = d.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("web Exited (0)"), "{ps}");
+    d.ok(&["rm", "web"]);
+    let o = d.docker(&["inspect", "web"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No such"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn logs_follow_tail_and_timestamps() {
+    let d = Berthd::start();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "count",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done",
+    ]);
+    let out = d.ok(&["logs", "-f", "count"]);
+    assert_eq!(out, "line1\nline2\nline3\nline4\nline5\n");
+    assert_eq!(d.ok(&["logs", "--tail", "2", "count"]), "line4\nline5\n");
+    let ts = d.ok(&["logs", "-t", "--tail", "1", "count"]);
+    assert!(ts.starts_with("20") && ts.ends_with("Z line5\n"), "{ts:?}");
+}
+
+#[test]
+fn wait_kill_and_restart() {
+    let d = Berthd::start();
+    // As PID 1 the program only dies of signals it handles (or SIGKILL): a trap for TERM.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+    ]);
+    let waiter = d
+        .cmd()
+        .args(["wait", "sleeper"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    d.ok(&["kill", "sleeper"]);
+    let out = waiter.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "137");
+    d.ok(&["start", "sleeper"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", "sleeper"])
+            .trim(),
+        "true"
+    );
+    d.ok(&["kill", "-s", "TERM", "sleeper"]);
+    assert_eq!(d.ok(&["wait", "sleeper"]).trim(), "143");
+    d.ok(&["restart", "-t", "1", "sleeper"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Running}}", "sleeper"])
+            .trim(),
+        "true"
+    );
+    d.ok(&["rm", "-f", "sleeper"]);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+}
+
+#[test]
+fn exec_runs_inside_with_exit_codes() {
+    let d = Berthd::start();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    assert_eq!(d.ok(&["exec", "box", "hostname"]).trim().len(), 12);
+    let o = d.docker(&["exec", "box", "sh", "-c", "echo in; exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "in\n");
+    // stdin through exec -i
+    let mut c = d
+        .cmd()
+        .args(["exec", "-i", "box", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+    let top = d.ok(&["top", "box"]);
+    assert!(top.contains("sleep 300"), "{top}");
+}
+
+#[test]
+fn run_interactive_under_a_pty() {
+    let d = Berthd::start();
+    let mut c = std::process::Command::new("script")
+        .args(["-qec", "docker run -it --rm busybox sh", "/dev/null"])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(b"tty && echo is-a-tty; exit 3\n").unwrap();
+    let out = c.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/") && text.contains("is-a-tty"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}
+
+#[test]
+fn stdin_reaches_run_i() {
+    let d = Berthd::start();
+    let mut c = d
+        .cmd()
+        .args(["run", "-i", "--rm", "busybox", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(b"a line\n").unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a line\ndone\n");
+}
+
+#[test]
+fn cp_both_ways_and_export() {
+    let d = Berthd::start();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "files",
+        "busybox",
+        "sh",
+        "-c",
+        "echo inside > /tmp/f; sleep 300",
+    ]);
+    assert!(d.eventually(Duration::from_secs(5), || d
+        .docker(&["exec", "files", "test", "-f", "/tmp/f"])
+        .status
+        .success()));
+    let host = tempfile::tempdir().unwrap();
+    let dst = host.path().join("got");
+    d.ok(&["cp", "files:/tmp/f", dst.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&dst).unwrap(), "inside\n");
+    let src = host.path().join("up");
+    std::fs::write(&src, "from host\n").unwrap();
+    d.ok(&["cp", src.to_str().unwrap(), "files:/tmp/up"]);
+    assert_eq!(d.ok(&["exec", "files", "cat", "/tmp/up"]), "from host\n");
+    // A symlink in the container never leads cp to the host.
+    d.ok(&["exec", "files", "ln", "-s", "/", "/tmp/hostroot"]);
+    let o = d.docker(&[
+        "cp",
+        "files:/tmp/hostroot/etc/hostname",
+        host.path().join("x").to_str().unwrap(),
+    ]);
+    if o.status.success() {
+        let got = std::fs::read_to_string(host.path().join("x")).unwrap();
+        let hosts = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        assert!(
+            got != hosts || got.trim().len() == 12,
+            "copied the host's file: {got:?}"
+        );
+    }
+    let tar = host.path().join("export.tar");
+    d.ok(&["export", "-o", tar.to_str().unwrap(), "files"]);
+    let list = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "bin/busybox"),
+        "{names}"
+    );
+    assert!(
+        names
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "tmp/up"),
+        "{names}"
+    );
+}
+
+#[test]
+fn volumes_persist_across_containers() {
+    let d = Berthd::start();
+    d.ok(&["volume", "create", "data"]);
+    assert!(d.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "data:/data:ro",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /data/g",
+    ]);
+    assert!(!o.status.success());
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "-v",
+        "data:/data",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let o = d.docker(&["volume", "rm", "data"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("in use"),
+        "{o:?}"
+    );
+    d.ok(&["rm", "-f", "user"]);
+    d.ok(&["volume", "rm", "data"]);
+    assert!(!d.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
+}
+
+#[test]
+fn rename_pause_stats_and_events() {
+    let d = Berthd::start();
+    let since = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1
+    );
+    d.ok(&["run", "-d", "--name", "one", "busybox", "sleep", "300"]);
+    d.ok(&["rename", "one", "two"]);
+    assert!(d.docker(&["inspect", "one"]).status.code() != Some(0));
+    d.ok(&["pause", "two"]);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "two"]).trim(),
+        "paused"
+    );
+    d.ok(&["unpause", "two"]);
+    let stats = d.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        "two",
+    ]);
+    assert_eq!(stats.trim(), "two 1");
+    d.ok(&["rm", "-f", "two"]);
+    let until = format!(
+        "{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1
+    );
+    let ev = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = ev.lines().collect();
+    for want in [
+        "create", "start", "rename", "pause", "unpause", "kill", "die", "destroy",
+    ] {
+        assert!(actions.contains(&want), "{want} missing from {actions:?}");
+    }
+}
+
+#[test]
+fn images_tag_save_load_rmi() {
+    let d = Berthd::start();
+    d.ok(&["tag", "busybox", "mine/bb:v1"]);
+    let imgs = d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        imgs.contains("busybox:latest") && imgs.contains("mine/bb:v1"),
+        "{imgs}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("save.tar");
+    d.ok(&["save", "-o", tar.to_str().unwrap(), "mine/bb:v1"]);
+    d.ok(&["rmi", "mine/bb:v1"]);
+    assert!(!d
+        .ok(&["images", "--format", "{{.Repository}}"])
+        .contains("mine/bb"));
+    let out = d.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(out.contains("mine/bb:v1"), "{out}");
+    assert_eq!(
+        d.ok(&["run", "--rm", "mine/bb:v1", "echo", "loaded"]),
+        "loaded\n"
+    );
+    // An image in use by a container cannot be removed without force.
+    d.ok(&["create", "--name", "holder", "mine/bb:v1", "true"]);
+    d.ok(&["tag", "mine/bb:v1", "only:one"]);
+    d.ok(&["rmi", "mine/bb:v1"]);
+    d.ok(&["rmi", "busybox"]);
+    let o = d.docker(&["rmi", "only:one"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("conflict")
+            || String::from_utf8_lossy(&o.stderr).contains("in use")
+            || String::from_utf8_lossy(&o.stderr).contains("being used"),
+        "{o:?}"
+    );
+    d.ok(&["rm", "holder"]);
+    d.ok(&["rmi", "only:one"]);
+}
+
+#[test]
+fn bad_requests_get_clear_errors() {
+    let d = Berthd::start();
+    let o = d.docker(&["run", "--rm", "nosuchimage:v9", "true"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nosuchimage"), "{err}");
+    let o = d.docker(&["run", "--rm", "-p", "8080:80", "busybox", "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bridge networking"),
+        "{o:?}"
+    );
+    d.ok(&["create", "--name", "dup", "busybox", "true"]);
+    let o = d.docker(&["create", "--name", "dup", "busybox", "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already in use"),
+        "{o:?}"
+    );
+    let o = d.docker(&["load", "-i", "/etc/hostname"]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn containers_survive_berthd_kill_9() {
+    let mut d = Berthd::start();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 40 ]; do echo tick$i; i=$((i+1)); sleep 0.05; done; sleep 300",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; exit 4",
+    ]);
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(2500));
+    d.spawn();
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "survivor"])
+            .trim(),
+        "running"
+    );
+    let logs = d.ok(&["logs", "survivor"]);
+    let want: String = (0..40).map(|i| format!("tick{i}\n")).collect();
+    assert_eq!(logs, want);
+    assert_eq!(
+        d.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "short"
+        ])
+        .trim(),
+        "exited 4"
+    );
+    d.ok(&["stop", "-t", "1", "survivor"]);
+}
