@@ -23,6 +23,8 @@ out=$(perf_out_dir)/daemon-$(date -u +%Y%m%dT%H%M%SZ).txt
 exec > >(tee "$out")
 perf_machine_facts
 tmp=$(mktemp -d /tmp/perf-daemon.XXXXXX)
+# Both daemons keep run-time state on tmpfs, as their defaults do (/run/docker, /run/berth).
+run=$(mktemp -d /run/perf-daemon.XXXXXX)
 pids=()
 cleanup() {
 	DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" rm -f $(DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
@@ -31,7 +33,8 @@ cleanup() {
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	umount -R "$tmp"/*/ 2>/dev/null || true
 	grep -o " $tmp[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-	rm -rf "$tmp" 2>/dev/null || true
+	grep -o " $run[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+	rm -rf "$tmp" "$run" 2>/dev/null || true
 }
 trap cleanup EXIT
 wait_sock() { for _ in $(seq 300); do "$DOCKER" -H "unix://$1" version >/dev/null 2>&1 && return 0; sleep 0.1; done; perf_die "$2 did not come up"; }
@@ -41,15 +44,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.1f", a / b; else 
 perf_busybox_rootfs "$tmp/rootfs"
 tar -C "$tmp/rootfs" -cf "$tmp/busybox.tar" .
 
-containerd --root "$tmp/ctd-root" --state "$tmp/ctd-state" --address "$tmp/containerd.sock" >"$tmp/containerd.log" 2>&1 &
+containerd --root "$tmp/ctd-root" --state "$run/ctd-state" --address "$tmp/containerd.sock" >"$tmp/containerd.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [[ -S $tmp/containerd.sock ]] && break; sleep 0.1; done
 dockerd --containerd "$tmp/containerd.sock" -H "unix://$tmp/docker.sock" --data-root "$tmp/docker-root" \
-	--exec-root "$tmp/docker-exec" --pidfile "$tmp/dockerd.pid" --iptables=false --ip-masq=false \
+	--exec-root "$run/docker-exec" --pidfile "$tmp/dockerd.pid" --iptables=false --ip-masq=false \
 	--bridge=none >"$tmp/dockerd.log" 2>&1 &
 pids+=($!)
 dockerd_pid=$!
-"$BERTHD" -H "unix://$tmp/berth.sock" --data-root "$tmp/berth-root" --exec-root "$tmp/berth-exec" >"$tmp/berthd.log" 2>&1 &
+"$BERTHD" -H "unix://$tmp/berth.sock" --data-root "$tmp/berth-root" --exec-root "$run/berth-exec" >"$tmp/berthd.log" 2>&1 &
 pids+=($!)
 berthd_pid=$!
 wait_sock "$tmp/docker.sock" dockerd

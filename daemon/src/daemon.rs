@@ -66,11 +66,21 @@ impl Daemon {
         self.containers.lock().unwrap().find(key)
     }
 
-    /// Persists a container's record (atomically; the acknowledged state survives a crash).
+    /// Persists a container's record durably (fsync): for what the user asked for (create,
+    /// rename, restart policy state). A crash at any moment leaves the old or the new record.
     pub fn save(&self, c: &Ctr) -> std::io::Result<()> {
         let rec = c.rec().clone();
         let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
         crate::util::atomic_write(&self.paths(&rec.id).record(), &data)
+    }
+
+    /// Persists a run-time transition (started, exited, paused) atomically but without
+    /// waiting for the disk: after a power loss the shims are the truth (`restore` asks every
+    /// container's shim, whatever its record says).
+    pub fn save_state(&self, c: &Ctr) -> std::io::Result<()> {
+        let rec = c.rec().clone();
+        let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
+        crate::util::replace_file(&self.paths(&rec.id).record(), &data)
     }
 
     /// Publishes a container event with Docker's attributes (name, image, labels).
@@ -123,7 +133,8 @@ impl Daemon {
                 let _ = lifecycle::remove(self, &c, true, false).await;
                 continue;
             }
-            if status.is_running() {
+            let has_shim = self.paths(&c.id).shim.join(berth_shim::protocol::SOCKET).exists();
+            if status.is_running() || has_shim {
                 lifecycle::reattach(self.clone(), c).await;
             } else if status != Status::Created {
                 // Mount the overlay again so `docker cp`/`export` and restarts work.

@@ -6,8 +6,6 @@ use anyhow::Context;
 use berthd::config::{self, Config, FileConfig};
 use clap::Parser;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(

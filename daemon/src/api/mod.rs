@@ -37,6 +37,7 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     crate::log::debug(format_args!("{method} {}", req.uri()));
+    let t0 = std::time::Instant::now();
     let mut reply = match dispatch(d, req, &method, &path).await {
         Ok(r) => r,
         Err(e) => {
@@ -48,6 +49,11 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
             e.into_reply()
         }
     };
+    crate::log::debug(format_args!(
+        "{method} {path} -> {} in {:.2} ms",
+        reply.status().as_u16(),
+        t0.elapsed().as_secs_f64() * 1000.0
+    ));
     let h = reply.headers_mut();
     h.insert("Api-Version", HeaderValue::from_static("1.50"));
     h.insert("Docker-Experimental", HeaderValue::from_static("false"));

@@ -61,6 +61,10 @@ fn start_locked<'a>(
 }
 
 async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
+    let t0 = std::time::Instant::now();
+    let lap = |what: &str| {
+        crate::log::debug(format_args!("start {}: {what} at {:.2} ms", &c.id[..12], t0.elapsed().as_secs_f64() * 1000.0))
+    };
     let paths = d.paths(&c.id);
     let root = ensure_rootfs(d, c)?;
     let rec = c.rec().clone();
@@ -88,12 +92,13 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
         },
     )?;
     std::fs::create_dir_all(&paths.bundle)?;
-    util::atomic_write(
+    util::replace_file(
         &paths.bundle.join("config.json"),
         &serde_json::to_vec(&cfg).expect("spec serialises"),
     )?;
     // A previous run's shim state (socket, exit record) must not answer for this one.
     let _ = std::fs::remove_dir_all(&paths.shim);
+    lap("bundle written");
     let launched = shim::launch(
         &d.cfg,
         &Launch {
@@ -117,6 +122,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
         )
         .await);
     }
+    lap("shim up, container created");
     // Attach clients that came before the start connect now, then the program runs.
     c.gate.send_modify(|g| g.generation += 1);
     let mut gate = c.gate.subscribe();
@@ -139,6 +145,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
             .await);
         }
     }
+    lap("started");
     let pid = match shim::call(&paths.shim, &Request::State).await {
         Ok(Response::State(s)) => s.pid,
         _ => 0,
@@ -153,7 +160,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
         r.state.started_at = util::rfc3339(SystemTime::now());
         r.state.finished_at = util::ZERO_TIME.into();
     }
-    d.save(c)?;
+    d.save_state(c)?;
     c.life.send_modify(|l| l.running = true);
     d.container_event(c, "start", &[]);
     tokio::spawn(monitor(d.clone(), c.clone()));
@@ -180,7 +187,7 @@ async fn start_failed(d: &Arc<Daemon>, c: &Arc<Ctr>, msg: String) -> ApiError {
         }
         r.host_config.auto_remove
     };
-    let _ = d.save(c);
+    let _ = d.save_state(c);
     c.life.send_modify(|l| {
         l.exits += 1;
         l.exit_code = code;
@@ -239,6 +246,7 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
         }
     })
     .await;
+    crate::log::debug(format_args!("container {} exited; shim shut down", &c.id[..12]));
     let _ = std::fs::remove_dir_all(&sd);
     let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
     let (code, oom) = match &info {
@@ -266,7 +274,7 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
             r.restart_count,
         )
     };
-    let _ = d.save(c);
+    let _ = d.save_state(c);
     if oom {
         d.container_event(c, "oom", &[]);
     }
@@ -310,7 +318,14 @@ pub async fn reattach(d: Arc<Daemon>, c: Arc<Ctr>) {
     let sd = d.paths(&c.id).shim;
     match shim::call(&sd, &Request::State).await {
         Ok(Response::State(s)) if s.exit.is_none() => {
-            c.rec().state.pid = s.pid;
+            {
+                let mut r = c.rec();
+                r.state.pid = s.pid;
+                // A start whose record did not reach the disk before a power loss.
+                if !r.state.status.is_running() {
+                    r.state.status = Status::Running;
+                }
+            }
             c.life.send_modify(|l| l.running = true);
             let _ = ensure_rootfs(&d, &c);
             tokio::spawn(monitor(d, c));
@@ -374,7 +389,7 @@ pub async fn stop(
         r.manually_stopped = true;
         (r.config.stop_signal.clone(), r.config.stop_timeout)
     };
-    let _ = d.save(c);
+    let _ = d.save_state(c);
     if c.status() == Status::Paused {
         set_paused(d, c, false)?;
     }
@@ -407,7 +422,7 @@ pub async fn kill(d: &Arc<Daemon>, c: &Arc<Ctr>, sig: &str) -> ApiResult<()> {
     }
     if sig_no == libc::SIGKILL {
         c.rec().manually_stopped = true;
-        let _ = d.save(c);
+        let _ = d.save_state(c);
     }
     signal(d, c, sig_no).await?;
     d.container_event(c, "kill", &[("signal", sig_no.to_string())]);
@@ -427,7 +442,7 @@ pub fn set_paused(d: &Daemon, c: &Ctr, pause: bool) -> ApiResult<()> {
     } else {
         Status::Running
     };
-    d.save(c)?;
+    d.save_state(c)?;
     d.container_event(c, if pause { "pause" } else { "unpause" }, &[]);
     Ok(())
 }
@@ -455,7 +470,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
         return Ok(());
     }
     c.rec().state.status = Status::Removing;
-    let _ = d.save(c);
+    let _ = d.save_state(c);
     let paths = d.paths(&c.id);
     rootfs::unmount(&paths).map_err(ApiError::internal)?;
     for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
