@@ -131,8 +131,14 @@ fn walk(root: BorrowedFd<'_>, dirs: &[&[u8]], create: bool, entry: &[u8]) -> Res
         };
         cur = next.map_err(|e| {
             let prefix = show(&dirs[..=i].join(&b'/'));
+            let is_link = || {
+                fsat::stat_at(cur.as_fd(), &name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+            };
             match e.raw_os_error() {
-                Some(libc::ELOOP) => Error::invalid(format!(
+                Some(libc::ELOOP | libc::ENOTDIR) if is_link() => Error::invalid(format!(
                     "layer entry {:?} goes through the symlink {prefix:?} (refused: it could lead outside the layer)",
                     show(entry)
                 )),
