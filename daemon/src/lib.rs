@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod events;
 pub mod exec;
 pub mod http;
+pub mod image;
 pub mod image_api;
 pub mod images;
 pub mod log;
