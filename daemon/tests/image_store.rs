@@ -1135,3 +1135,212 @@ fn open_cleans_what_a_crash_left() {
     );
     assert_eq!(s.list()[0].repo_tags, vec!["kept:latest"]);
 }
+
+// ---- against a real dockerd ------------------------------------------------------------
+
+/// A private dockerd (Debian's 20.10) on its own socket and directories, stopped on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let child = std::process::Command::new("/usr/sbin/dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}/docker.sock", d.display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(std::fs::File::create(d.join("log")).unwrap())
+            .stderr(std::process::Stdio::from(
+                std::fs::File::create(d.join("err")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let me = Dockerd { dir, child };
+        for _ in 0..100 {
+            if me.docker(&["version"]).status.success() {
+                return me;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "dockerd did not start: {}",
+            std::fs::read_to_string(me.dir.path().join("err")).unwrap()
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("/usr/local/bin/docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/docker.sock", self.dir.path().display()),
+            )
+            .env("DOCKER_BUILDKIT", "0")
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) of the dockerd this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Docker's own archives load here, and ours load in Docker: a two-layer image built by
+/// dockerd (a deleted file, a replaced directory) round-trips both ways with the same id.
+#[test]
+#[ignore = "starts a private dockerd; run with --ignored where /usr/sbin/dockerd exists"]
+fn interoperates_with_dockerd() {
+    let dd = Dockerd::start();
+    let rootfs = tar_of(&[
+        E::Dir("bin/", 0o755),
+        E::Owned(
+            "bin/busybox",
+            &std::fs::read("/bin/busybox").unwrap(),
+            0o755,
+            0,
+            0,
+            1_700_000_000,
+        ),
+        E::Sym("bin/sh", "busybox"),
+        E::Sym("bin/cat", "busybox"),
+        E::Sym("bin/rm", "busybox"),
+        E::Sym("bin/mkdir", "busybox"),
+        E::Dir("etc/", 0o755),
+        E::File("etc/a", b"a\n", 0o644),
+        E::Dir("opq/", 0o755),
+        E::File("opq/old", b"old\n", 0o644),
+    ]);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("rootfs.tar"), &rootfs).unwrap();
+    dd.ok(&[
+        "import",
+        &ctx.path().join("rootfs.tar").display().to_string(),
+        "bb:base",
+    ]);
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM bb:base\nRUN rm /etc/a && rm -rf /opq && mkdir -p /data /opq && echo c > /data/c && echo new > /opq/new\n",
+    )
+    .unwrap();
+    dd.ok(&[
+        "build",
+        "--network",
+        "none",
+        "-t",
+        "layered:v1",
+        &ctx.path().display().to_string(),
+    ]);
+    let docker_id = dd
+        .ok(&["image", "inspect", "-f", "{{.Id}}", "layered:v1"])
+        .trim()
+        .to_string();
+    let saved = ctx.path().join("docker-saved.tar");
+    dd.ok(&["save", "-o", &saved.display().to_string(), "layered:v1"]);
+
+    // Docker's archive into berth.
+    let t = store();
+    let loaded = t
+        .store
+        .load(&mut std::fs::File::open(&saved).unwrap())
+        .unwrap();
+    assert_eq!(loaded.messages(), vec!["Loaded image: layered:v1"]);
+    let id = t.store.resolve("layered:v1").unwrap();
+    assert_eq!(id.as_str(), docker_id);
+    let lowers = t.store.lowerdirs(&id).unwrap();
+    assert_eq!(lowers.len(), 2);
+    let mnt = tempfile::tempdir().unwrap();
+    let opts = format!(
+        "lowerdir={}",
+        lowers
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    );
+    let (src, target, data) = (
+        CString::new("overlay").unwrap(),
+        CString::new(mnt.path().as_os_str().as_bytes()).unwrap(),
+        CString::new(opts).unwrap(),
+    );
+    // SAFETY: valid NUL-terminated strings; a read-only overlay of the two layers.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            libc::MS_RDONLY,
+            data.as_ptr().cast(),
+        )
+    };
+    assert_eq!(r, 0, "mount overlay: {}", std::io::Error::last_os_error());
+    let m = mnt.path();
+    let seen = (
+        m.join("bin/busybox").is_file(),
+        m.join("etc/a").exists(),
+        m.join("opq/old").exists(),
+        std::fs::read(m.join("opq/new")).ok(),
+        std::fs::read(m.join("data/c")).ok(),
+    );
+    // SAFETY: target is the mount made above.
+    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    assert_eq!(
+        seen,
+        (
+            true,
+            false,
+            false,
+            Some(b"new\n".to_vec()),
+            Some(b"c\n".to_vec())
+        )
+    );
+
+    // berth's archive into Docker, after Docker forgot the image.
+    let ours = ctx.path().join("berth-saved.tar");
+    t.store
+        .save(&["layered:v1"], std::fs::File::create(&ours).unwrap())
+        .unwrap();
+    dd.ok(&["rmi", "layered:v1", "bb:base"]);
+    let out = dd.ok(&["load", "-i", &ours.display().to_string()]);
+    assert!(out.contains("Loaded image: layered:v1"), "{out}");
+    assert_eq!(
+        dd.ok(&["image", "inspect", "-f", "{{.Id}}", "layered:v1"])
+            .trim(),
+        docker_id
+    );
+    assert_eq!(
+        dd.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "layered:v1",
+            "cat",
+            "/data/c",
+            "/opq/new"
+        ]),
+        "c\nnew\n"
+    );
+}
