@@ -1136,6 +1136,71 @@ fn open_cleans_what_a_crash_left() {
     assert_eq!(s.list()[0].repo_tags, vec!["kept:latest"]);
 }
 
+#[test]
+fn concurrent_loads_share_layers_and_race_with_removal() {
+    let t = std::sync::Arc::new(store());
+    let base = tar_of(&[E::File("base", &[1u8; 100_000], 0o644)]);
+    let archives: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            let top = tar_of(&[E::File("top", format!("{i}").as_bytes(), 0o644)]);
+            let tag = format!("img:{i}");
+            docker_save(&[(&config_for(&[&base, &top], "x"), &[&base, &top], &[&tag])])
+        })
+        .collect();
+    let threads: Vec<_> = archives
+        .into_iter()
+        .map(|a| {
+            let t = t.clone();
+            std::thread::spawn(move || t.load(&a).map(|l| l.images[0].id.clone()))
+        })
+        .collect();
+    let ids: Vec<ImageId> = threads
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 6);
+    assert_eq!(t.names("layers").len(), 7, "one shared base and six tops");
+    assert!(t.names("tmp").is_empty());
+
+    // Removals and loads at once: every call succeeds or fails cleanly, and the store ends
+    // consistent (each image's layers present, nothing in tmp/).
+    let again = docker_save(&[(&config_for(&[&base], "y"), &[&base], &["again"])]);
+    let remover = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            for i in 0..6 {
+                t.store
+                    .remove(&format!("img:{i}"), false, false, &nobody)
+                    .unwrap();
+            }
+        })
+    };
+    let loader = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            for _ in 0..5 {
+                match t.load(&again) {
+                    Ok(_) | Err(Error::Io(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        })
+    };
+    remover.join().unwrap();
+    loader.join().unwrap();
+    let left = t.store.list();
+    assert!(left.len() <= 1);
+    for i in &left {
+        let id = ImageId::parse(&i.id).unwrap();
+        for d in t.store.lowerdirs(&id).unwrap() {
+            assert!(d.join("base").is_file());
+        }
+    }
+    assert!(t.names("tmp").is_empty());
+    let reopened = ImageStore::open(&t.root).unwrap();
+    assert_eq!(reopened.list().len(), left.len());
+}
+
 // ---- against a real dockerd ------------------------------------------------------------
 
 /// A private dockerd (Debian's 20.10) on its own socket and directories, stopped on drop.
