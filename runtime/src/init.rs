@@ -303,6 +303,11 @@ fn setup(
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
+    // Every Rust program (this runtime, the shim that embeds it) ignores SIGPIPE, and an
+    // ignored signal stays ignored across execve: without this, `yes | head` in a container
+    // spins on EPIPE forever instead of dying.
+    // SAFETY: signal() with SIG_DFL is async-signal-safe and touches no memory of ours.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     if let Some(fds) = p.stdio {
         for (i, fd) in fds.iter().enumerate() {
             sys::dup2(*fd, i as RawFd).map_err(fail(Step::Stdio, i))?;
