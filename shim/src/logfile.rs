@@ -5,10 +5,13 @@
 //! (`"` `\` as `\"` `\\`; `\n` `\r`; other controls and `<` `>` `&` as `\u00XX`; invalid UTF-8
 //! as one `\ufffd` per byte; U+2028/9 escaped), so the files are interchangeable.
 //!
-//! Lines: a line's text is at most [`MAX_LINE`] bytes. A longer line is cut into 16 KiB pieces
-//! written without a trailing `\n` inside `log` (Docker's partial messages); the final piece
-//! carries the `\n`. Output that ends without a newline is written, when the stream ends, as
-//! a piece without `\n`. A line of exactly 16 KiB plus newline is one entry.
+//! Lines: as dockerd's copier, which gathers output in a 16 KiB buffer: an entry's text,
+//! newline included, is at most [`MAX_LINE`] bytes. When 16 KiB arrive without a newline they
+//! are written as a piece without a trailing `\n` inside `log` (Docker's partial message), and
+//! the line goes on in the next entry; the final piece carries the `\n`. So a line of 16,383
+//! bytes is one entry, and one of exactly 16 KiB is a 16 KiB piece followed by `"\n"` alone.
+//! Output that ends without a newline is written, when the stream ends, as a piece without
+//! `\n`.
 //!
 //! Rotation (`max_size` > 0): before an entry is written, a file that has reached `max_size`
 //! is renamed to `<path>.1` (older ones shift to `.2` … up to `max_files - 1`; the oldest goes)
@@ -55,10 +58,14 @@ pub enum LogError {
     },
 }
 
-/// The time prefix ("YYYY-MM-DDTHH:MM:SS.") for the current second, formatted once a second.
+/// The entry time as Go's `time.RFC3339Nano` prints it for dockerd (UTC, the fraction without
+/// trailing zeros, no fraction at all on a whole second): the date part is formatted once a
+/// second, the fraction per entry.
 struct Stamp {
     sec: i64,
+    /// "YYYY-MM-DDTHH:MM:SS" then ".fffffffff" (trimmed) then "Z".
     text: [u8; 30],
+    len: usize,
 }
 
 impl Stamp {
@@ -66,15 +73,28 @@ impl Stamp {
         if sec != self.sec {
             let t = UNIX_EPOCH + Duration::from_secs(sec.max(0) as u64);
             let s = berth_runtime::time::rfc3339(t);
-            self.text[..20].copy_from_slice(&s.as_bytes()[..20]);
-            self.text[29] = b'Z';
+            self.text[..19].copy_from_slice(&s.as_bytes()[..19]);
             self.sec = sec;
         }
-        let mut n = nsec;
-        for i in (20..29).rev() {
-            self.text[i] = b'0' + (n % 10) as u8;
-            n /= 10;
+        let mut len = 19;
+        if nsec != 0 {
+            let mut digits = [0u8; 9];
+            let mut n = nsec;
+            for d in digits.iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let keep = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+            self.text[19] = b'.';
+            self.text[20..20 + keep].copy_from_slice(&digits[..keep]);
+            len = 20 + keep;
         }
+        self.text[len] = b'Z';
+        self.len = len + 1;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
@@ -120,6 +140,7 @@ impl LogWriter {
             stamp: Stamp {
                 sec: i64::MIN,
                 text: [0; 30],
+                len: 0,
             },
         })
     }
@@ -136,7 +157,7 @@ impl LogWriter {
         if !self.carry[s].is_empty() {
             // Finish the line begun in an earlier read.
             let room = MAX_LINE - self.carry[s].len();
-            let window = &data[..data.len().min(room + 1)];
+            let window = &data[..data.len().min(room)];
             if let Some(i) = memchr_nl(window) {
                 let mut line = std::mem::take(&mut self.carry[s]);
                 line.extend_from_slice(&data[..i]);
@@ -144,7 +165,7 @@ impl LogWriter {
                 line.clear();
                 self.carry[s] = line;
                 data = &data[i + 1..];
-            } else if data.len() > room {
+            } else if data.len() >= room {
                 let mut line = std::mem::take(&mut self.carry[s]);
                 line.extend_from_slice(&data[..room]);
                 self.entry(stream, &line, false)?;
@@ -157,13 +178,13 @@ impl LogWriter {
             }
         }
         while !data.is_empty() {
-            let window = &data[..data.len().min(MAX_LINE + 1)];
+            let window = &data[..data.len().min(MAX_LINE)];
             match memchr_nl(window) {
                 Some(i) => {
                     self.entry(stream, &data[..i], true)?;
                     data = &data[i + 1..];
                 }
-                None if data.len() > MAX_LINE => {
+                None if data.len() >= MAX_LINE => {
                     self.entry(stream, &data[..MAX_LINE], false)?;
                     data = &data[MAX_LINE..];
                 }
@@ -211,7 +232,7 @@ impl LogWriter {
         self.buf.extend_from_slice(b"\",\"stream\":\"");
         self.buf.extend_from_slice(stream.name().as_bytes());
         self.buf.extend_from_slice(b"\",\"time\":\"");
-        self.buf.extend_from_slice(&self.stamp.text);
+        self.buf.extend_from_slice(self.stamp.as_bytes());
         self.buf.extend_from_slice(b"\"}\n");
         self.size += (self.buf.len() - before) as u64;
         Ok(())
@@ -420,6 +441,10 @@ mod tests {
         w.feed(Stream::Stdout, b"\n").unwrap();
         let exact = vec![b'b'; MAX_LINE];
         w.feed(Stream::Stdout, &exact).unwrap();
+        w.feed(Stream::Stdout, b"\n").unwrap();
+        let fits = vec![b'c'; MAX_LINE - 1];
+        w.feed(Stream::Stdout, &fits[..10]).unwrap();
+        w.feed(Stream::Stdout, &fits[10..]).unwrap();
         w.feed(Stream::Stdout, b"\nend").unwrap();
         w.end(Stream::Stdout).unwrap();
         w.flush().unwrap();
@@ -432,7 +457,9 @@ mod tests {
             (a16.clone(), "stdout".into()),
             (a16, "stdout".into()),
             ("aaaaa\n".into(), "stdout".into()),
-            ("b".repeat(MAX_LINE) + "\n", "stdout".into()),
+            ("b".repeat(MAX_LINE), "stdout".into()),
+            ("\n".into(), "stdout".into()),
+            ("c".repeat(MAX_LINE - 1) + "\n", "stdout".into()),
             ("end".into(), "stdout".into()),
         ];
         assert_eq!(e, want);
@@ -442,9 +469,30 @@ mod tests {
             line.starts_with(r#"{"log":"one\n","stream":"stdout","time":""#),
             "{line}"
         );
-        let time = &line[line.len() - 32..line.len() - 2];
-        assert_eq!(time.len(), 30);
-        assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+        let time = line
+            .split_once(r#""time":""#)
+            .unwrap()
+            .1
+            .trim_end_matches("\"}");
+        assert!(time.ends_with('Z') && time.len() <= 30, "{time}");
+    }
+
+    #[test]
+    fn times_are_go_rfc3339nano() {
+        let mut s = Stamp {
+            sec: i64::MIN,
+            text: [0; 30],
+            len: 0,
+        };
+        let t = 1_795_382_499;
+        s.set(t, 123_456_789);
+        assert_eq!(s.as_bytes(), b"2026-11-22T21:21:39.123456789Z");
+        s.set(t, 120_000_000);
+        assert_eq!(s.as_bytes(), b"2026-11-22T21:21:39.12Z");
+        s.set(t, 5);
+        assert_eq!(s.as_bytes(), b"2026-11-22T21:21:39.000000005Z");
+        s.set(t + 1, 0);
+        assert_eq!(s.as_bytes(), b"2026-11-22T21:21:40Z");
     }
 
     #[test]
