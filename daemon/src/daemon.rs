@@ -133,7 +133,11 @@ impl Daemon {
                 let _ = lifecycle::remove(self, &c, true, false).await;
                 continue;
             }
-            let has_shim = self.paths(&c.id).shim.join(berth_shim::protocol::SOCKET).exists();
+            let has_shim = self
+                .paths(&c.id)
+                .shim
+                .join(berth_shim::protocol::SOCKET)
+                .exists();
             if status.is_running() || has_shim {
                 lifecycle::reattach(self.clone(), c).await;
             } else if status != Status::Created {

@@ -6,7 +6,6 @@ use anyhow::Context;
 use berthd::config::{self, Config, FileConfig};
 use clap::Parser;
 
-
 #[derive(Parser, Debug)]
 #[command(
     name = "berthd",

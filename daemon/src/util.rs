@@ -30,20 +30,8 @@ pub fn unix_secs(t: SystemTime) -> i64 {
 }
 
 /// RFC 3339 with nanoseconds in UTC, the format of Docker's timestamps
-/// (`2026-11-22T10:00:00.123456789Z`).
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
+/// (`2026-11-22T10:00:00.123456789Z`): the runtime's formatter.
+pub use berth_runtime::time::rfc3339;
 
 /// Docker's zero time, shown for containers that never started or finished.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -97,19 +85,7 @@ pub fn parse_api_time(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(secs, f.parse().ok()?))
 }
 
-// Howard Hinnant's days <-> civil date algorithms.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
+// Howard Hinnant's civil date -> days algorithm (the inverse of the runtime's).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

@@ -95,7 +95,11 @@ fn whiteouts_and_opaque_dirs_hide_lower_files() {
     entry(&mut mid, "opaque/", b'5', b"", "");
     entry(&mut mid, "opaque/old", b'0', b"old\n", "");
     entry(&mut mid, "gone", b'0', b"gone\n", "");
-    let img = archive("layered:v1", &[busybox_layer(), finish(mid), finish(upper)], None);
+    let img = archive(
+        "layered:v1",
+        &[busybox_layer(), finish(mid), finish(upper)],
+        None,
+    );
     let o = load(&d, &img);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = d.ok(&[

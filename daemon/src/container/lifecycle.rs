@@ -63,7 +63,11 @@ fn start_locked<'a>(
 async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     let t0 = std::time::Instant::now();
     let lap = |what: &str| {
-        crate::log::debug(format_args!("start {}: {what} at {:.2} ms", &c.id[..12], t0.elapsed().as_secs_f64() * 1000.0))
+        crate::log::debug(format_args!(
+            "start {}: {what} at {:.2} ms",
+            &c.id[..12],
+            t0.elapsed().as_secs_f64() * 1000.0
+        ))
     };
     let paths = d.paths(&c.id);
     let root = ensure_rootfs(d, c)?;
@@ -246,7 +250,10 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
         }
     })
     .await;
-    crate::log::debug(format_args!("container {} exited; shim shut down", &c.id[..12]));
+    crate::log::debug(format_args!(
+        "container {} exited; shim shut down",
+        &c.id[..12]
+    ));
     let _ = std::fs::remove_dir_all(&sd);
     let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
     let (code, oom) = match &info {

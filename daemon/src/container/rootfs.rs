@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -99,40 +99,20 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Opens `rel` inside `root` as the container would see it: symlinks and `..` cannot leave
-/// the root (openat2 RESOLVE_IN_ROOT).
+/// the root (openat2 RESOLVE_IN_ROOT, through the runtime's syscall wrapper).
 pub fn open_in_root(root: &Path, rel: &str, flags: i32) -> io::Result<OwnedFd> {
+    use berth_runtime::sys::{openat2, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
+    use std::os::fd::AsFd;
     let dir = fs::File::open(root)?;
     let path = CString::new(rel.trim_start_matches('/'))
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    #[repr(C)]
-    struct OpenHow {
-        flags: u64,
-        mode: u64,
-        resolve: u64,
-    }
-    const RESOLVE_IN_ROOT: u64 = 0x10;
-    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: openat2 reads `how` (size given) and the NUL-terminated path; dir is open.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    openat2(
+        dir.as_fd(),
+        &path,
+        flags,
+        0,
+        RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    )
 }
 
 /// Reads a small text file of the image (e.g. /etc/passwd); missing is empty.
