@@ -14,10 +14,12 @@ use crate::control::{Conn, Mode};
 use crate::logfile::Stream;
 use crate::protocol::{frame_header, ATTACH_BUFFER_LIMIT, STREAM_STDERR, STREAM_STDOUT};
 
-/// Send `data` read from `stream` to every attached client that asked for it; the slots of
-/// clients that are gone or too far behind are pushed to `drop`.
+/// Send `data` read from `stream` of `target` (the container, or an exec's slot) to every
+/// client attached to it that asked for that stream; the slots of clients that are gone or
+/// too far behind are pushed to `drop`.
 pub fn broadcast(
     conns: &mut [Option<Conn>],
+    target: Option<usize>,
     tty: bool,
     stream: Stream,
     data: &[u8],
@@ -31,6 +33,9 @@ pub fn broadcast(
     for (slot, c) in conns.iter_mut().enumerate() {
         let Some(c) = c else { continue };
         let Mode::Attached(a) = c.mode else { continue };
+        if a.exec != target {
+            continue;
+        }
         let wanted = match stream {
             // With a tty there is one stream; it goes to whoever asked for either.
             _ if tty => a.stdout || a.stderr,
@@ -153,6 +158,7 @@ mod tests {
         a.set_nonblocking(true).unwrap();
         let mut c = Conn::new(OwnedFd::from(a));
         c.mode = Mode::Attached(Attach {
+            exec: None,
             stdin: false,
             stdout,
             stderr,
@@ -167,8 +173,22 @@ mod tests {
         let (c2, _r2) = attached(true, true);
         let mut conns = vec![Some(c1), Some(c2)];
         let mut dropped = Vec::new();
-        broadcast(&mut conns, false, Stream::Stdout, b"out", &mut dropped);
-        broadcast(&mut conns, false, Stream::Stderr, b"err", &mut dropped);
+        broadcast(
+            &mut conns,
+            None,
+            false,
+            Stream::Stdout,
+            b"out",
+            &mut dropped,
+        );
+        broadcast(
+            &mut conns,
+            None,
+            false,
+            Stream::Stderr,
+            b"err",
+            &mut dropped,
+        );
         assert!(dropped.is_empty());
         let mut got = [0u8; 11];
         r1.read_exact(&mut got).unwrap();
@@ -177,7 +197,7 @@ mod tests {
         let big = vec![b'x'; 256 * 1024];
         // Bounded: the limit is reached after a handful of rounds.
         for _ in 0..64 {
-            broadcast(&mut conns, false, Stream::Stderr, &big, &mut dropped);
+            broadcast(&mut conns, None, false, Stream::Stderr, &big, &mut dropped);
             if !dropped.is_empty() {
                 break;
             }

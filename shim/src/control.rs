@@ -11,8 +11,9 @@ use crate::sys;
 pub enum Mode {
     /// Reading request lines, one reply each.
     Control,
-    /// Parked on `wait` until the exit is recorded.
-    Waiting,
+    /// Parked on `wait` until the exit of the container (None) or of an exec (its slot) is
+    /// recorded.
+    Waiting(Option<usize>),
     /// Parked on `shutdown` until the container is gone.
     ShuttingDown,
     /// Switched to the attach stream.
@@ -23,6 +24,8 @@ pub enum Mode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attach {
+    /// The exec (its slot) whose streams these are; None for the container's.
+    pub exec: Option<usize>,
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
@@ -167,7 +170,7 @@ impl Conn {
             0
         };
         let input = match self.mode {
-            Mode::Control | Mode::Waiting | Mode::ShuttingDown => {
+            Mode::Control | Mode::Waiting(_) | Mode::ShuttingDown => {
                 self.inbuf.len() <= MAX_REQUEST_LINE
             }
             Mode::Attached(a) => a.input_open && (!a.stdin || stdin_room),

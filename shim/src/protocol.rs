@@ -18,8 +18,16 @@
 //!   sent, or earlier if the client falls more than [`ATTACH_BUFFER_LIMIT`] bytes behind (the
 //!   log file still gets every byte).
 //!
-//! Exec is part of the design (an `exec_id` on attach, wait, kill and resize) but the runtime
-//! has no exec yet: such requests get an error reply saying so.
+//! Exec: `exec` starts a process in the running container with its own stdio (pipes, or a pty
+//! with `process.tty`). With `attach: true` the reply is `attached` and that connection
+//! becomes the exec's attach stream exactly as above (its stdin is the exec's when
+//! `process.stdin`; the end of the client's input closes it) — switched before the process
+//! starts, so no byte is missed. Without, the reply is `exec_started` and the output is
+//! discarded (dockerd never logs exec output). `wait`, `kill`, `resize` and `attach` take the
+//! `exec_id` to address it; `state` lists the execs (the last 64 finished are kept).
+//!
+//! Errors never close the connection: the reply is `{"reply":"error","message":"…"}` and the
+//! next request may follow.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -39,9 +47,6 @@ pub const ATTACH_BUFFER_LIMIT: usize = 1024 * 1024;
 /// Stream numbers in attach frame headers (Docker's).
 pub const STREAM_STDOUT: u8 = 1;
 pub const STREAM_STDERR: u8 = 2;
-
-/// The error text exec-related requests get until the runtime library can exec.
-pub const EXEC_UNSUPPORTED: &str = "exec not supported yet: berth-runtime has no exec";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -84,10 +89,14 @@ pub enum Request {
     /// Start the program of a container created with `--hold` (attach clients connected
     /// before it miss none of its output). An error once started.
     Start,
-    /// Start a process inside the container (not supported yet; see [`EXEC_UNSUPPORTED`]).
+    /// Start a process inside the running container. `exec_id` is the caller's name for it
+    /// (unique among this container's execs). With `attach`, the reply is `attached` and the
+    /// connection is the exec's attach stream from its first byte; otherwise `exec_started`.
     Exec {
         exec_id: String,
         process: ExecProcess,
+        #[serde(default)]
+        attach: bool,
     },
     /// Kill the container if it runs, reap it, delete it from the runtime, then exit the shim.
     /// `exit.json` stays in the state dir.
@@ -98,20 +107,33 @@ fn yes() -> bool {
     true
 }
 
-/// What an exec runs: the fields of an OCI `process` the daemon sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an exec runs: the container's own OCI `process` (env, cwd, user, capabilities,
+/// rlimits…) with these fields on top, as `runc exec` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecProcess {
+    /// Program and arguments (the program is looked up in the container's PATH).
     pub args: Vec<String>,
+    /// `KEY=VALUE` entries added to the container's, replacing those with the same key.
     #[serde(default)]
     pub env: Vec<String>,
+    /// Absolute working directory (default: the container's).
     #[serde(default)]
     pub cwd: Option<String>,
+    /// `UID` or `UID:GID`, numbers only: the daemon resolves names in the image's files.
     #[serde(default)]
     pub user: Option<String>,
+    /// Supplementary groups (replace the container's when not empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_gids: Vec<u32>,
+    /// Give the process a pty (its output is then one raw stream).
     #[serde(default)]
     pub tty: bool,
+    /// Give the process a stdin the attached client writes to.
     #[serde(default)]
     pub stdin: bool,
+    /// Initial pty size as [rows, cols] (Docker's ConsoleSize), with `tty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<[u16; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +147,10 @@ pub enum Response {
     /// The connection is now an attach stream.
     Attached {
         tty: bool,
+    },
+    /// The answer to `exec` without `attach`: the process runs.
+    ExecStarted {
+        pid: i32,
     },
     Stats(Stats),
     Error {
@@ -153,6 +179,20 @@ pub struct State {
     /// "io_uring" or "epoll (…why…)".
     pub event_loop: String,
     /// Present once the exit is recorded.
+    pub exit: Option<ExitInfo>,
+    /// Running execs and the last finished ones, oldest first.
+    #[serde(default)]
+    pub execs: Vec<ExecState>,
+}
+
+/// One exec as `state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecState {
+    pub exec_id: String,
+    /// Its pid in the host pid namespace.
+    pub pid: i32,
+    pub tty: bool,
+    /// Present once it has exited and its output is drained.
     pub exit: Option<ExitInfo>,
 }
 
@@ -263,20 +303,29 @@ impl Client {
         })
     }
 
-    /// Send an attach request; on `attached`, hand back the raw stream and whether it is a tty.
-    /// On any other reply, that reply.
+    /// Send an attach request for the container; on `attached`, hand back the raw stream and
+    /// whether it is a tty. On any other reply, that reply.
     pub fn attach(
-        mut self,
+        self,
         stdin: bool,
         stdout: bool,
         stderr: bool,
     ) -> Result<Result<(AttachStream, bool), Response>, ClientError> {
-        match self.call(&Request::Attach {
+        self.switch(&Request::Attach {
             stdin,
             stdout,
             stderr,
             exec_id: None,
-        })? {
+        })
+    }
+
+    /// Send a request that switches the connection to an attach stream (`attach`, or `exec`
+    /// with `attach: true`); on `attached`, the raw stream and whether it is a tty.
+    pub fn switch(
+        mut self,
+        req: &Request,
+    ) -> Result<Result<(AttachStream, bool), Response>, ClientError> {
+        match self.call(req)? {
             Response::Attached { tty } => {
                 // The reply line was read through a BufReader: bytes already buffered belong
                 // to the stream.
@@ -389,6 +438,66 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Response::Attached { tty: false }).unwrap(),
             r#"{"reply":"attached","tty":false}"#
+        );
+    }
+
+    #[test]
+    fn exec_and_state_round_trip() {
+        let req = Request::Exec {
+            exec_id: "e1".into(),
+            process: ExecProcess {
+                args: vec!["sh".into(), "-c".into(), "id".into()],
+                user: Some("1000:1000".into()),
+                tty: true,
+                console_size: Some([24, 80]),
+                ..Default::default()
+            },
+            attach: true,
+        };
+        let wire = serde_json::to_string(&req).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&wire).unwrap(), req);
+        // Fields a client leaves out take their defaults.
+        let short: Request =
+            serde_json::from_str(r#"{"op":"exec","exec_id":"e2","process":{"args":["ls"]}}"#)
+                .unwrap();
+        let Request::Exec {
+            process, attach, ..
+        } = short
+        else {
+            panic!()
+        };
+        assert!(!attach && !process.tty && process.env.is_empty());
+        let st = Response::State(State {
+            id: "c".into(),
+            pid: 7,
+            shim_pid: 6,
+            status: Status::Stopped,
+            tty: false,
+            stdin: false,
+            log_path: "/x.log".into(),
+            event_loop: "io_uring".into(),
+            exit: Some(ExitInfo {
+                exit_code: 0,
+                signal: None,
+                exited_at: "2026-01-01T00:00:00Z".into(),
+                oom_killed: false,
+            }),
+            execs: vec![ExecState {
+                exec_id: "e1".into(),
+                pid: 8,
+                tty: true,
+                exit: None,
+            }],
+        });
+        let wire = serde_json::to_string(&st).unwrap();
+        assert!(
+            wire.starts_with(r#"{"reply":"state","id":"c","pid":7,"#),
+            "{wire}"
+        );
+        assert_eq!(serde_json::from_str::<Response>(&wire).unwrap(), st);
+        assert_eq!(
+            serde_json::to_string(&Response::ExecStarted { pid: 9 }).unwrap(),
+            r#"{"reply":"exec_started","pid":9}"#
         );
     }
 

@@ -2,6 +2,7 @@
 //! then one single-threaded loop over readiness polls — the init's pidfd, SIGCHLD (orphans),
 //! the control socket, the container's output and stdin, and each client.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -13,8 +14,9 @@ use berth_runtime::CreateOptions;
 
 use crate::attach::{self, Stdin};
 use crate::control::{Attach, Conn, Input, Mode};
+use crate::exec::Exec;
 use crate::logfile::{LogError, LogWriter, Stream};
-use crate::protocol::{ExitInfo, Request, Response, State, Status, EXEC_UNSUPPORTED};
+use crate::protocol::{ExecState, ExitInfo, Request, Response, State, Status};
 use crate::reactor::{Event, Reactor};
 use crate::record::{self, RecordError};
 use crate::{stats, sys};
@@ -70,15 +72,17 @@ const T_OUT: u64 = 4;
 const T_ERR: u64 = 5;
 const T_STDIN: u64 = 6;
 const CONN_BIT: u64 = 1 << 63;
+/// Tokens of exec sources: EXEC_BIT | slot << 8 | source number.
+pub(crate) const EXEC_BIT: u64 = 1 << 62;
 /// Most clients at once; more are refused (closed on accept).
 const MAX_CONNS: usize = 256;
 /// How long output may keep flowing after the init exited (descendants outside its pid
 /// namespace holding the pipes) before the exit is recorded anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from the container per read(2).
-const READ_BUF: usize = 128 * 1024;
+pub(crate) const READ_BUF: usize = 128 * 1024;
 /// Reads per readiness event before other sources get their turn.
-const READS_PER_WAKE: usize = 16;
+pub(crate) const READS_PER_WAKE: usize = 16;
 /// Pipe size asked for the container's stdout (fewer wake-ups under heavy output).
 const STDOUT_PIPE: usize = 1 << 20;
 
@@ -87,8 +91,8 @@ fn conn_token(slot: usize, gen: u32) -> u64 {
 }
 
 pub struct Shim {
-    cfg: Config,
-    reactor: Reactor,
+    pub(crate) cfg: Config,
+    pub(crate) reactor: Reactor,
     event_loop: String,
     container: Container,
     pid: libc::pid_t,
@@ -102,8 +106,12 @@ pub struct Shim {
     armed: u32,
     stdin: Stdin,
     log: LogWriter,
-    buf: Vec<u8>,
-    conns: Vec<Option<Conn>>,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) conns: Vec<Option<Conn>>,
+    /// Exec processes by slot; finished ones stay (for wait and state) until pruned.
+    pub(crate) execs: Vec<Option<Exec>>,
+    /// Slots of finished execs, oldest first.
+    pub(crate) finished: VecDeque<usize>,
     init_exit: Option<(Exit, SystemTime)>,
     drain_deadline: Option<Instant>,
     exit: Option<ExitInfo>,
@@ -206,6 +214,8 @@ impl Shim {
             log,
             buf: Vec::new(),
             conns: Vec::new(),
+            execs: Vec::new(),
+            finished: VecDeque::new(),
             init_exit: None,
             drain_deadline: None,
             exit: None,
@@ -229,9 +239,14 @@ impl Shim {
         let mut events: Vec<Event> = Vec::with_capacity(64);
         while !self.done {
             self.arm();
-            let timeout = self
-                .drain_deadline
-                .map(|d| d.saturating_duration_since(Instant::now()));
+            let deadline = self
+                .execs
+                .iter()
+                .flatten()
+                .filter_map(|e| e.drain_deadline)
+                .chain(self.drain_deadline)
+                .min();
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             events.clear();
             self.reactor
                 .wait(&mut events, timeout)
@@ -239,6 +254,7 @@ impl Shim {
             for &(token, revents) in &events {
                 self.dispatch(token, revents);
             }
+            self.maybe_finish_execs();
             self.maybe_finish();
         }
         let _ = std::fs::remove_file(self.cfg.state_dir.join(crate::protocol::SOCKET));
@@ -286,10 +302,20 @@ impl Shim {
                 }
             }
         }
+        self.arm_execs();
         let room = self.stdin.room() > 0;
-        for (slot, c) in self.conns.iter_mut().enumerate() {
-            let Some(c) = c else { continue };
-            let want = c.wanted(room);
+        for slot in 0..self.conns.len() {
+            let target_room = match &self.conns[slot] {
+                Some(Conn {
+                    mode: Mode::Attached(Attach { exec: Some(x), .. }),
+                    ..
+                }) => self.execs[*x].as_ref().is_some_and(|e| e.stdin.room() > 0),
+                _ => room,
+            };
+            let Some(c) = &mut self.conns[slot] else {
+                continue;
+            };
+            let want = c.wanted(target_room);
             if want == c.armed {
                 continue;
             }
@@ -315,6 +341,10 @@ impl Shim {
                 _ => return,
             }
             self.on_conn(slot, revents);
+            return;
+        }
+        if token & EXEC_BIT != 0 {
+            self.on_exec_event(token);
             return;
         }
         self.armed &= !(1 << token);
@@ -359,7 +389,21 @@ impl Shim {
                     }
                     self.on_init_exit();
                 }
-                Ok(Some(pid)) => sys::reap(pid),
+                Ok(Some(pid)) => {
+                    // An exec is reaped through its pidfd, keeping its status; others by pid.
+                    let exec = self
+                        .execs
+                        .iter()
+                        .position(|e| e.as_ref().is_some_and(|e| e.pid == pid && e.running()));
+                    match exec {
+                        Some(slot) => {
+                            if !self.on_exec_exit(slot) {
+                                return;
+                            }
+                        }
+                        None => sys::reap(pid),
+                    }
+                }
                 Ok(None) => return,
                 Err(e) => {
                     eprintln!("berth-shim: waitid for exited children: {e}");
@@ -421,7 +465,7 @@ impl Shim {
                 continue;
             };
             match c.mode {
-                Mode::Waiting => {
+                Mode::Waiting(None) => {
                     c.mode = Mode::Control;
                     if c.reply(&reply).is_err() {
                         self.close_conn(slot);
@@ -429,7 +473,7 @@ impl Shim {
                     }
                     self.serve_requests(slot);
                 }
-                Mode::Attached(_) => {
+                Mode::Attached(Attach { exec: None, .. }) => {
                     c.mode = Mode::Closing;
                     self.finish_closing(slot);
                 }
@@ -488,7 +532,14 @@ impl Shim {
                     if let Err(e) = self.log.feed(stream, &buf[..n]) {
                         eprintln!("berth-shim: {e}");
                     }
-                    attach::broadcast(&mut self.conns, self.tty, stream, &buf[..n], &mut dropped);
+                    attach::broadcast(
+                        &mut self.conns,
+                        None,
+                        self.tty,
+                        stream,
+                        &buf[..n],
+                        &mut dropped,
+                    );
                     for slot in dropped.drain(..) {
                         self.close_conn(slot);
                     }
@@ -525,7 +576,13 @@ impl Shim {
                 self.armed &= !(1 << token);
             }
         }
-        if self.out.iter().all(|o| o.is_none()) {
+        if self.outputs_closed()
+            && self
+                .execs
+                .iter()
+                .flatten()
+                .all(|e| e.out.iter().all(|o| o.is_none()))
+        {
             // The relay buffer is not needed any more.
             self.buf = Vec::new();
         }
@@ -571,7 +628,7 @@ impl Shim {
         }
     }
 
-    fn close_conn(&mut self, slot: usize) {
+    pub(crate) fn close_conn(&mut self, slot: usize) {
         if let Some(c) = self.conns[slot].take() {
             if c.armed != 0 {
                 self.reactor
@@ -579,21 +636,27 @@ impl Shim {
             }
             if let Mode::Attached(a) = c.mode {
                 if a.stdin && a.input_open {
-                    self.end_client_stdin();
+                    self.end_client_stdin(a.exec);
                 }
             }
         }
     }
 
-    /// An attached client's input ended: with StdinOnce, the container's stdin closes.
-    fn end_client_stdin(&mut self) {
-        if self.cfg.stdin_once && self.stdin.is_open() {
-            self.stdin.close_after_drain();
-            self.flush_stdin();
+    /// An attached client's input ended: with StdinOnce, the container's stdin closes; an
+    /// exec's stdin always does (as `docker exec -i`).
+    fn end_client_stdin(&mut self, target: Option<usize>) {
+        match target {
+            None => {
+                if self.cfg.stdin_once && self.stdin.is_open() {
+                    self.stdin.close_after_drain();
+                    self.flush_stdin();
+                }
+            }
+            Some(x) => self.end_exec_stdin(x),
         }
     }
 
-    fn finish_closing(&mut self, slot: usize) {
+    pub(crate) fn finish_closing(&mut self, slot: usize) {
         let Some(c) = &mut self.conns[slot] else {
             return;
         };
@@ -633,35 +696,54 @@ impl Shim {
     }
 
     fn on_attach_input(&mut self, slot: usize, mut a: Attach) {
+        let room = match a.exec {
+            None => self.stdin.room(),
+            Some(x) => self.execs[x].as_ref().map_or(0, |e| e.stdin.room()),
+        };
         let Some(c) = &mut self.conns[slot] else {
             return;
         };
-        let limit = if a.stdin {
-            self.stdin.room()
-        } else {
-            16 * 1024
-        };
+        let limit = if a.stdin { room } else { 16 * 1024 };
         match c.read_input(limit) {
             Input::Again => {}
             Input::Data => {
+                let data = std::mem::take(&mut c.inbuf);
                 if a.stdin {
-                    self.stdin.push(&c.inbuf);
+                    self.push_stdin(a.exec, &data);
                 }
-                c.inbuf.clear();
-                self.flush_stdin();
+                if let Some(c) = &mut self.conns[slot] {
+                    c.inbuf = data;
+                    c.inbuf.clear();
+                }
             }
             Input::Eof => {
                 a.input_open = false;
                 c.mode = Mode::Attached(a);
                 if a.stdin {
-                    self.end_client_stdin();
+                    self.end_client_stdin(a.exec);
                 }
             }
         }
     }
 
+    /// Queue client bytes for the stdin of `target` and write what it takes now.
+    fn push_stdin(&mut self, target: Option<usize>, data: &[u8]) {
+        match target {
+            None => {
+                self.stdin.push(data);
+                self.flush_stdin();
+            }
+            Some(x) => {
+                if let Some(e) = &mut self.execs[x] {
+                    e.stdin.push(data);
+                }
+                self.flush_exec_stdin(x);
+            }
+        }
+    }
+
     /// Answer the complete request lines a client has sent, until it parks or switches.
-    fn serve_requests(&mut self, slot: usize) {
+    pub(crate) fn serve_requests(&mut self, slot: usize) {
         // Bounded: MAX_REQUEST_LINE of input holds at most this many minimal requests.
         for _ in 0..8192 {
             let Some(c) = &mut self.conns[slot] else {
@@ -686,19 +768,25 @@ impl Shim {
             }
             // Bytes after an attach line are the client's first stdin bytes.
             if let Mode::Attached(a) = c.mode {
-                if a.stdin && !c.inbuf.is_empty() {
-                    self.stdin.push(&c.inbuf);
-                    self.flush_stdin();
-                }
-                if let Some(c) = &mut self.conns[slot] {
-                    c.inbuf.clear();
+                let data = std::mem::take(&mut c.inbuf);
+                if a.stdin && !data.is_empty() {
+                    self.push_stdin(a.exec, &data);
                 }
                 return;
             }
         }
     }
 
-    fn running(&self) -> bool {
+    pub(crate) fn is_held(&self) -> bool {
+        self.held
+    }
+
+    /// The container's stdout and stderr have both ended.
+    pub(crate) fn outputs_closed(&self) -> bool {
+        self.out.iter().all(|o| o.is_none())
+    }
+
+    pub(crate) fn running(&self) -> bool {
         self.init_exit.is_none()
     }
 
@@ -720,22 +808,44 @@ impl Shim {
                 log_path: self.cfg.log_path.clone(),
                 event_loop: self.event_loop.clone(),
                 exit: self.exit.clone(),
+                execs: self
+                    .execs
+                    .iter()
+                    .flatten()
+                    .map(|e| ExecState {
+                        exec_id: e.id.clone(),
+                        pid: e.pid,
+                        tty: e.tty,
+                        exit: e.info.clone(),
+                    })
+                    .collect(),
             })),
-            Request::Exec { .. }
-            | Request::Wait { exec_id: Some(_) }
-            | Request::Kill {
-                exec_id: Some(_), ..
-            }
-            | Request::Attach {
-                exec_id: Some(_), ..
-            }
-            | Request::Resize {
-                exec_id: Some(_), ..
-            } => err(EXEC_UNSUPPORTED),
+            Request::Exec {
+                exec_id,
+                process,
+                attach,
+            } => Some(self.start_exec(slot, exec_id, &process, attach)),
+            Request::Wait { exec_id: Some(id) } => self.wait_exec(slot, &id),
+            Request::Kill {
+                signal,
+                exec_id: Some(id),
+                ..
+            } => Some(self.kill_exec(&id, signal)),
+            Request::Attach {
+                stdin,
+                stdout,
+                stderr,
+                exec_id: Some(id),
+            } => Some(self.attach_exec(slot, &id, stdin, stdout, stderr)),
+            Request::Resize {
+                rows,
+                cols,
+                exec_id: Some(id),
+            } => Some(self.resize_exec(&id, rows, cols)),
             Request::Wait { exec_id: None } => match &self.exit {
                 Some(info) => Some(Response::Exited(info.clone())),
                 None => {
-                    self.set_mode(slot, Mode::Waiting);
+                    self.set_mode(slot, Mode::Waiting(None));
                     None
                 }
             },
@@ -773,6 +883,7 @@ impl Shim {
                 self.set_mode(
                     slot,
                     Mode::Attached(Attach {
+                        exec: None,
                         stdin: stdin && self.stdin.is_open(),
                         stdout,
                         stderr,
@@ -820,7 +931,7 @@ impl Shim {
         }
     }
 
-    fn set_mode(&mut self, slot: usize, mode: Mode) {
+    pub(crate) fn set_mode(&mut self, slot: usize, mode: Mode) {
         if let Some(c) = &mut self.conns[slot] {
             c.mode = mode;
         }
