@@ -263,6 +263,45 @@ fn xattr(p: &Path, k: &str) -> Option<Vec<u8>> {
     (n >= 0).then(|| buf[..n as usize].to_vec())
 }
 
+/// A read-only overlay of lower dirs (top first), unmounted on drop.
+struct Overlay(tempfile::TempDir);
+
+impl Overlay {
+    fn mount(lowers: &[PathBuf]) -> Overlay {
+        let dir = tempfile::tempdir().unwrap();
+        let opts: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let (fs, target, data) = (
+            CString::new("overlay").unwrap(),
+            CString::new(dir.path().as_os_str().as_bytes()).unwrap(),
+            CString::new(format!("lowerdir={}", opts.join(":"))).unwrap(),
+        );
+        // SAFETY: valid NUL-terminated strings; a read-only mount on our own directory.
+        let r = unsafe {
+            libc::mount(
+                fs.as_ptr(),
+                target.as_ptr(),
+                fs.as_ptr(),
+                libc::MS_RDONLY,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(r, 0, "mount overlay: {}", std::io::Error::last_os_error());
+        Overlay(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid path; detaching our own mount.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 fn base_layer() -> Vec<u8> {
     tar_of(&[
         E::Dir("bin/", 0o755),
@@ -873,32 +912,7 @@ fn whiteouts_and_opaque_dirs_through_overlay() {
     );
     assert!(!top.join("o/.wh..wh..opq").exists());
 
-    let mnt = tempfile::tempdir().unwrap();
-    let opts = format!(
-        "lowerdir={}",
-        lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
-    );
-    let (src, target, fstype, data) = (
-        CString::new("overlay").unwrap(),
-        CString::new(mnt.path().as_os_str().as_bytes()).unwrap(),
-        CString::new("overlay").unwrap(),
-        CString::new(opts).unwrap(),
-    );
-    // SAFETY: valid NUL-terminated strings; a read-only overlay of the two layers.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_RDONLY,
-            data.as_ptr().cast(),
-        )
-    };
-    assert_eq!(r, 0, "mount overlay: {}", std::io::Error::last_os_error());
+    let mnt = Overlay::mount(&lowers);
     let m = mnt.path();
     let seen = (
         m.join("a/kept").exists(),
@@ -908,8 +922,7 @@ fn whiteouts_and_opaque_dirs_through_overlay() {
         m.join("rootfile").exists(),
         m.join("d").exists(),
     );
-    // SAFETY: target is the mount made above.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    drop(mnt);
     assert_eq!(seen, (true, false, true, false, false, false));
 }
 
@@ -1336,31 +1349,7 @@ fn interoperates_with_dockerd() {
     assert_eq!(id.as_str(), docker_id);
     let lowers = t.store.lowerdirs(&id).unwrap();
     assert_eq!(lowers.len(), 2);
-    let mnt = tempfile::tempdir().unwrap();
-    let opts = format!(
-        "lowerdir={}",
-        lowers
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
-    );
-    let (src, target, data) = (
-        CString::new("overlay").unwrap(),
-        CString::new(mnt.path().as_os_str().as_bytes()).unwrap(),
-        CString::new(opts).unwrap(),
-    );
-    // SAFETY: valid NUL-terminated strings; a read-only overlay of the two layers.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            src.as_ptr(),
-            libc::MS_RDONLY,
-            data.as_ptr().cast(),
-        )
-    };
-    assert_eq!(r, 0, "mount overlay: {}", std::io::Error::last_os_error());
+    let mnt = Overlay::mount(&lowers);
     let m = mnt.path();
     let seen = (
         m.join("bin/busybox").is_file(),
@@ -1369,8 +1358,7 @@ fn interoperates_with_dockerd() {
         std::fs::read(m.join("opq/new")).ok(),
         std::fs::read(m.join("data/c")).ok(),
     );
-    // SAFETY: target is the mount made above.
-    unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    drop(mnt);
     assert_eq!(
         seen,
         (

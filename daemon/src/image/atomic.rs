@@ -1,8 +1,7 @@
-//! Crash-safe metadata files: write a temporary file beside the target, fsync it, rename it
-//! over the target, fsync the directory. A reader sees the old or the new content, never a
-//! mix, and what was acknowledged survives a crash.
+//! Crash-safe metadata files (the daemon's `util::atomic_write`: temporary file, fsync,
+//! rename, fsync of the directory) with the store's error context, durable removal, and
+//! unique names for work in progress.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,26 +21,10 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
+/// Replaces `path` with `bytes` atomically and durably. Callers hold the store's lock, so
+/// one writer at a time uses the temporary name beside `path`.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("metadata files live in a directory");
-    let name = path
-        .file_name()
-        .expect("metadata files have a name")
-        .to_string_lossy();
-    let tmp = dir.join(unique(&format!(".{name}.tmp")));
-    let done = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        fsat::fsync_dir(dir)
-    })();
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err("write", path.display(), e));
-    }
-    Ok(())
+    crate::util::atomic_write(path, bytes).map_err(|e| io_err("write", path.display(), e))
 }
 
 /// Removes `path` durably (the unlink reaches the disk before this returns).

@@ -1,12 +1,15 @@
-//! The directory-relative syscalls the unpacker needs, each wrapped once. Every call names
-//! one path component relative to a directory descriptor and never follows a symlink in it,
-//! so no path join decides where a write lands.
+//! The directory-relative syscalls the unpacker needs. Every call names one path component
+//! relative to a directory descriptor and never follows a symlink in it, so no path join
+//! decides where a write lands. Those the runtime already wraps (`berth_runtime::sys`) are
+//! used from there; the others are wrapped here, once.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use berth_runtime::sys;
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -23,40 +26,33 @@ pub fn cstring(b: &[u8]) -> io::Result<CString> {
 /// Opens the directory `path` itself, refusing a symlink as its last component.
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let c = cstring(path.as_os_str().as_bytes())?;
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: c is NUL-terminated; the returned descriptor is owned by the OwnedFd below.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags) })?;
-    // SAFETY: fd was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::openat(
+        None,
+        &c,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+    )
 }
 
 /// Opens the directory `name` in `dir`; a symlink there fails with ELOOP, a non-directory
 /// with ENOTDIR.
 pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: dir is an open descriptor and name is NUL-terminated.
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
-    // SAFETY: fd was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    sys::openat(Some(dir), name, flags, 0)
 }
 
 /// Creates a new regular file `name` in `dir` for writing; fails if anything is there.
 pub fn create_file_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<OwnedFd> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: dir is an open descriptor and name is NUL-terminated.
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) })?;
-    // SAFETY: fd was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    sys::openat(Some(dir), name, flags, mode)
 }
 
 pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: dir is an open descriptor and name is NUL-terminated.
-    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+    sys::mkdirat(dir, name, mode)
 }
 
 pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: both strings are NUL-terminated and dir is an open descriptor.
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+    sys::symlinkat(target, dir, name)
 }
 
 /// A hard link; a symlink as `old` is linked itself, never followed.
@@ -87,9 +83,7 @@ pub fn mknod_at(
     major: u32,
     minor: u32,
 ) -> io::Result<()> {
-    let dev = libc::makedev(major, minor);
-    // SAFETY: dir is an open descriptor and name is NUL-terminated.
-    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(drop)
+    sys::mknodat(dir, name, mode, libc::makedev(major, minor))
 }
 
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, is_dir: bool) -> io::Result<()> {
@@ -120,23 +114,12 @@ pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<libc::stat
 
 /// chown of `name` itself (a symlink is not followed).
 pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: dir is open and name NUL-terminated.
-    cvt(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    sys::fchownat(dir, name, uid, gid)
 }
 
 /// chmod of `name`, which the caller knows is not a symlink (it just created it).
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
-    // SAFETY: dir is open and name NUL-terminated.
-    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+    sys::fchmodat(dir, name, mode)
 }
 
 pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {

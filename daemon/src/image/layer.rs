@@ -67,6 +67,8 @@ struct Meta {
     gid: u32,
     mtime: i64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// overlayfs' own attributes found in the layer (dropped, see `meta_of`).
+    dropped_overlay_xattrs: bool,
 }
 
 fn pax_u32(v: &[u8]) -> Option<u32> {
@@ -89,6 +91,7 @@ fn meta_of<R: Read>(e: &mut tar::Entry<'_, R>, path: &[u8]) -> Result<Meta> {
         gid: u32::try_from(h.gid().map_err(|x| bad("gid", x))?).unwrap_or(u32::MAX),
         mtime: h.mtime().map_or(0, |t| i64::try_from(t).unwrap_or(0)),
         xattrs: Vec::new(),
+        dropped_overlay_xattrs: false,
     };
     if let Some(exts) = e.pax_extensions().map_err(|x| bad("PAX header", x))? {
         for ext in exts {
@@ -100,7 +103,14 @@ fn meta_of<R: Read>(e: &mut tar::Entry<'_, R>, path: &[u8]) -> Result<Meta> {
                 b"mtime" => m.mtime = pax_mtime(v).unwrap_or(m.mtime),
                 _ => {
                     if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
-                        m.xattrs.push((name.to_vec(), v.to_vec()));
+                        // overlayfs' own attributes (redirect, metacopy, …) could make the
+                        // mount show files of other layers under other names: only the
+                        // store sets them (opaque, from `.wh..wh..opq`).
+                        if name.starts_with(b"trusted.overlay.") {
+                            m.dropped_overlay_xattrs = true;
+                        } else {
+                            m.xattrs.push((name.to_vec(), v.to_vec()));
+                        }
                     }
                 }
             }
@@ -201,11 +211,6 @@ fn finish(dir: BorrowedFd<'_>, name: &CString, m: &Meta, entry: &[u8], mtime: bo
 
 fn xattrs(dir: BorrowedFd<'_>, name: &CString, m: &Meta, entry: &[u8]) -> Result<()> {
     for (k, v) in &m.xattrs {
-        // overlayfs' own attributes (redirect, metacopy, …) could make the mount show files
-        // of other layers under other names: only the store sets them.
-        if k.starts_with(b"trusted.overlay.") {
-            continue;
-        }
         fsat::set_xattr_at(dir, name.as_bytes(), k, v)
             .map_err(|e| io_err(&format!("set xattr {} on", show(k)), show(entry), e))?;
     }
@@ -249,6 +254,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path) -> Result<Unpacked> {
     // Directory mtimes are set last: creating their children changes them.
     let mut dir_times: Vec<(Vec<u8>, i64)> = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut dropped_overlay_xattrs = false;
     let entries = ar
         .entries()
         .map_err(|e| super::error::input_err("layer tarball", e))?;
@@ -268,6 +274,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path) -> Result<Unpacked> {
         out.entries += 1;
         let comps = components(&path)?;
         let meta = meta_of(&mut e, &path)?;
+        dropped_overlay_xattrs |= meta.dropped_overlay_xattrs;
         let Some((last, dirs)) = comps.split_last() else {
             // `./`: the layer's root directory itself.
             if kind == EntryType::Directory {
@@ -435,6 +442,11 @@ pub fn unpack<R: Read>(r: R, dest: &Path) -> Result<Unpacked> {
         }
     }
     drop(parents);
+    if dropped_overlay_xattrs {
+        crate::log::warn(format_args!(
+            "layer: dropped trusted.overlay.* attributes carried by the layer (only whiteouts and opaque markers are honoured)"
+        ));
+    }
     for (p, mtime) in dir_times.iter().rev() {
         let comps = components(p)?;
         match comps.split_last() {

@@ -566,7 +566,9 @@ impl ImageStore {
         let parsed = Reference::parse(s);
         if let Ok(r) = &parsed {
             if let Some(id) = st.tags.get(&r.canonical()) {
-                return Ok(st.images[id].clone());
+                if let Some(i) = st.images.get(id) {
+                    return Ok(i.clone());
+                }
             }
         }
         if !hex.is_empty()
