@@ -235,9 +235,10 @@ impl T {
         )
     }
 
+    /// The top layer's directory (the lower dir link resolved).
     fn lower(&self, name: &str) -> PathBuf {
         let id = self.store.resolve(name).unwrap();
-        self.store.lowerdirs(&id).unwrap()[0].clone()
+        std::fs::canonicalize(&self.store.lowerdirs(&id).unwrap()[0]).unwrap()
     }
 }
 
@@ -424,8 +425,9 @@ fn load_oci_layout_with_gzip_and_zstd_layers() {
     );
     assert_eq!(std::fs::read(lowers[1].join("one")).unwrap(), b"1");
     // The kept tar is the uncompressed one: its digest is the diff id.
+    let top = std::fs::canonicalize(&lowers[0]).unwrap();
     assert_eq!(
-        sha(&std::fs::read(lowers[0].with_file_name("layer.tar")).unwrap()),
+        sha(&std::fs::read(top.with_file_name("layer.tar")).unwrap()),
         sha(&l2)
     );
 
@@ -1212,6 +1214,41 @@ fn concurrent_loads_share_layers_and_race_with_removal() {
     assert!(t.names("tmp").is_empty());
     let reopened = ImageStore::open(&t.root).unwrap();
     assert_eq!(reopened.list().len(), left.len());
+}
+
+#[test]
+fn many_layers_fit_one_overlay_mount() {
+    let t = store();
+    let layers: Vec<Vec<u8>> = (0..60)
+        .map(|i| tar_of(&[E::File(&format!("f{i}"), format!("{i}").as_bytes(), 0o644)]))
+        .collect();
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    let config = config_for(&refs, "x");
+    t.load(&docker_save(&[(&config, &refs, &["deep"])]))
+        .unwrap();
+    let id = t.store.resolve("deep").unwrap();
+    let lowers = t.store.lowerdirs(&id).unwrap();
+    assert_eq!(lowers.len(), 60);
+    let listed: usize = lowers.iter().map(|p| p.as_os_str().len() + 1).sum();
+    assert!(listed < 4000, "lowerdir= must fit a page: {listed} bytes");
+    assert!(lowers[0].starts_with(t.root.join("image/l")));
+    let mnt = Overlay::mount(&lowers);
+    for i in 0..60 {
+        assert_eq!(
+            std::fs::read(mnt.path().join(format!("f{i}"))).unwrap(),
+            format!("{i}").as_bytes()
+        );
+    }
+    drop(mnt);
+    // Links go with their layers, and come back at open when missing.
+    std::fs::remove_file(&lowers[5]).unwrap();
+    let reopened = ImageStore::open(&t.root).unwrap();
+    assert!(std::fs::canonicalize(&reopened.lowerdirs(&id).unwrap()[5]).is_ok());
+    reopened.remove("deep", false, false, &nobody).unwrap();
+    assert_eq!(
+        std::fs::read_dir(t.root.join("image/l")).unwrap().count(),
+        0
+    );
 }
 
 // ---- against a real dockerd ------------------------------------------------------------

@@ -9,6 +9,8 @@
 //!   whose layer stack reaches it; `layer.tar`: the uncompressed layer as received (its sha256
 //!   is the diff id; `docker save` sends it back byte for byte); `layer.json`: diff id, parent,
 //!   size. A layer directory appears by one rename, complete;
+//! - `l/<16 hex>`: a short symlink to each used layer's `diff/` (as Docker's overlay2 keeps),
+//!   so that a mount's `lowerdir=` list fits in a page for images of ~70+ layers;
 //! - `repositories.json`: `{"docker.io/library/busybox:latest": "sha256:…"}`;
 //! - `tmp/`: work in progress, emptied at open.
 //!
@@ -36,6 +38,9 @@ use super::reference::Reference;
 use super::{atomic, fsat, layer};
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Hex digits of a chain id that name its short link in `l/`.
+const SHORT_LINK: usize = 16;
 
 /// The image store. Cheap to share (`Arc<ImageStore>`); every method is synchronous and may
 /// block on disk, so async callers use `spawn_blocking`.
@@ -141,7 +146,7 @@ impl ImageStore {
     /// interrupted work.
     pub fn open(data_root: &Path) -> Result<ImageStore> {
         let root = data_root.join("image");
-        for d in ["blobs/sha256", "images", "layers", "tmp"] {
+        for d in ["blobs/sha256", "images", "layers", "l", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| io_err("create", p.display(), e))?;
         }
@@ -189,6 +194,9 @@ impl ImageStore {
             Err(e) => return Err(io_err("read", repos.display(), e)),
         }
         store.collect_garbage(&st)?;
+        for c in st.images.values().flat_map(|i| i.chain.iter()) {
+            store.ensure_link(c)?;
+        }
         *store.state.lock().unwrap() = st;
         Ok(store)
     }
@@ -230,6 +238,16 @@ impl ImageStore {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+        let links = self.root.join("l");
+        for e in std::fs::read_dir(&links)
+            .map_err(|e| io_err("read", links.display(), e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !chains.iter().any(|c| c[..SHORT_LINK] == name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let blobs = self.root.join("blobs/sha256");
         for e in std::fs::read_dir(&blobs)
             .map_err(|e| io_err("read", blobs.display(), e))?
@@ -254,6 +272,35 @@ impl ImageStore {
 
     pub(crate) fn layer_dir(&self, chain: &str) -> PathBuf {
         self.root.join("layers").join(hex_of(chain))
+    }
+
+    fn link_path(&self, chain: &str) -> PathBuf {
+        self.root.join("l").join(&hex_of(chain)[..SHORT_LINK])
+    }
+
+    /// Makes (or checks) the short link `l/<16 hex>` → `../layers/<hex>/diff`.
+    fn ensure_link(&self, chain: &str) -> Result<()> {
+        let p = self.link_path(chain);
+        let target = PathBuf::from(format!("../layers/{}/diff", hex_of(chain)));
+        match std::os::unix::fs::symlink(&target, &p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match std::fs::read_link(&p) {
+                Ok(t) if t == target => Ok(()),
+                // Another layer with the same 64-bit prefix: refuse rather than mix them.
+                Ok(t) if p.join(".").exists() => Err(io_err(
+                    "link",
+                    p.display(),
+                    io::Error::other(format!("already links {}", t.display())),
+                )),
+                // A stale link: replace it.
+                _ => {
+                    let _ = std::fs::remove_file(&p);
+                    std::os::unix::fs::symlink(&target, &p)
+                        .map_err(|e| io_err("link", p.display(), e))
+                }
+            },
+            Err(e) => Err(io_err("link", p.display(), e)),
+        }
     }
 
     /// A fresh private directory under `tmp/`.
@@ -476,6 +523,9 @@ impl ImageStore {
                     }
                     e => e,
                 })?;
+            for c in &img.chain {
+                self.ensure_link(c)?;
+            }
             let bp = self.blob_path(id.hex());
             if !bp.is_file() {
                 atomic::write(&bp, config)?;
@@ -545,6 +595,7 @@ impl ImageStore {
         let to = self.root.join("tmp").join(atomic::unique("trash"));
         let from = self.layer_dir(chain);
         std::fs::rename(&from, &to).map_err(|e| io_err("remove", from.display(), e))?;
+        let _ = std::fs::remove_file(self.link_path(chain));
         Ok(to)
     }
 
@@ -647,16 +698,12 @@ impl ImageStore {
             .ok_or_else(|| Error::no_such_image(id.as_str()))
     }
 
-    /// The overlay lower dirs of an image, top layer first (`lowerdir=a:b:c` order). Empty
-    /// for an image without layers.
+    /// The overlay lower dirs of an image, top layer first (`lowerdir=a:b:c` order): the
+    /// short links `<data-root>/image/l/<16 hex>` to each layer's `diff/` (overlayfs follows
+    /// them at mount time). Empty for an image without layers.
     pub fn lowerdirs(&self, id: &ImageId) -> Result<Vec<PathBuf>> {
         let img = self.image(id)?;
-        Ok(img
-            .chain
-            .iter()
-            .rev()
-            .map(|c| self.layer_dir(c).join("diff"))
-            .collect())
+        Ok(img.chain.iter().rev().map(|c| self.link_path(c)).collect())
     }
 
     /// Unpacked size of the image's layers (`Size` in list and inspect).
