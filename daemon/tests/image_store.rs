@@ -575,6 +575,10 @@ fn tag_resolve_and_list() {
         t.store.resolve("sha256:abcdef"),
         Err(Error::NotFound(_))
     ));
+    assert!(matches!(
+        t.store.resolve(&"f".repeat(64)),
+        Err(Error::NotFound(_))
+    ));
     invalid(t.store.resolve("UPPER"), "lowercase");
     invalid(t.store.tag("alias", "x", "bad tag!"), "tag");
     assert!(matches!(

@@ -638,7 +638,9 @@ impl ImageStore {
         }
         match parsed {
             Ok(r) => Err(Error::no_such_image(&r.to_string())),
-            Err(_) if s.starts_with("sha256:") => Err(Error::no_such_image(s)),
+            // An id (or `sha256:` prefix) that matches nothing is a missing image, not a
+            // malformed name.
+            Err(_) if s.starts_with("sha256:") || is_sha256_hex(s) => Err(Error::no_such_image(s)),
             Err(e) => Err(e),
         }
     }
