@@ -16,8 +16,10 @@ mod import;
 mod layer;
 mod load;
 pub mod reference;
+mod remove;
 mod save;
 mod store;
+mod views;
 
 pub use config::{
     DiskUsage, GraphDriver, History, HistoryItem, ImageConfig, ImageInspect, ImageSummary,

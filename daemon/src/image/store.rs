@@ -1,5 +1,6 @@
 //! The store itself: where things live on disk, the in-memory index of images and tags,
-//! resolving references, and the operations that read or change that index.
+//! resolving references, adding layers and images. (What the API shows is in `views`;
+//! tagging and removal in `remove`.)
 //!
 //! Layout under `<data-root>/image/`:
 //! - `blobs/sha256/<hex>`: image configs, content-addressed (the config's digest is the id);
@@ -26,10 +27,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    DiskUsage, GraphDriver, HistoryItem, ImageConfig, ImageInspect, ImageSummary, ImageUser,
-    InspectMetadata, InspectRootFs, PruneReport, Removed, RunConfig,
-};
+use super::config::{ImageConfig, RunConfig};
 use super::digest::{
     chain_id, decompress, is_sha256_hex, Compression, HashReader, ImageId, TeeReader,
 };
@@ -37,7 +35,7 @@ use super::error::{io_err, Error, Result};
 use super::reference::Reference;
 use super::{atomic, fsat, layer};
 
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub(crate) const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// Hex digits of a chain id that name its short link in `l/`.
 const SHORT_LINK: usize = 16;
@@ -72,7 +70,7 @@ impl Image {
         self.layer_sizes.iter().sum()
     }
 
-    fn created(&self) -> &str {
+    pub(crate) fn created(&self) -> &str {
         self.config.created.as_deref().unwrap_or(ZERO_TIME)
     }
 }
@@ -107,38 +105,12 @@ fn now() -> String {
     crate::util::rfc3339(SystemTime::now())
 }
 
-fn unix(t: &str) -> i64 {
+pub(crate) fn unix(t: &str) -> i64 {
     crate::util::parse_rfc3339(t).map_or(0, crate::util::unix_secs)
-}
-
-fn short(container: &str) -> &str {
-    if container.len() == 64 && container.bytes().all(|b| b.is_ascii_hexdigit()) {
-        &container[..12]
-    } else {
-        container
-    }
 }
 
 fn familiar(canonical: &str) -> String {
     Reference::parse(canonical).map_or_else(|_| canonical.to_string(), |r| r.to_string())
-}
-
-/// Docker's isSingleReference: at most one tag, and digest references only of its name.
-fn single_reference(refs: &[Reference]) -> bool {
-    if refs.len() <= 1 {
-        return refs.len() == 1;
-    }
-    let tags: Vec<&Reference> = refs.iter().filter(|r| !r.is_digest()).collect();
-    if tags.len() > 1 {
-        return false;
-    }
-    let single = tags.first().copied().unwrap_or(&refs[0]);
-    let names: BTreeSet<&str> = refs
-        .iter()
-        .filter(|r| r.is_digest())
-        .map(Reference::name)
-        .collect();
-    names.len() == 1 && names.contains(single.name())
 }
 
 impl ImageStore {
@@ -266,7 +238,7 @@ impl ImageStore {
         self.root.join("blobs/sha256").join(hex)
     }
 
-    fn record_path(&self, id: &ImageId) -> PathBuf {
+    pub(crate) fn record_path(&self, id: &ImageId) -> PathBuf {
         self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
@@ -370,7 +342,7 @@ impl ImageStore {
         })
     }
 
-    fn save_tags(&self, st: &State) -> Result<()> {
+    pub(crate) fn save_tags(&self, st: &State) -> Result<()> {
         let m: BTreeMap<&str, &str> = st
             .tags
             .iter()
@@ -551,7 +523,7 @@ impl ImageStore {
         Ok((id, moved))
     }
 
-    fn touch_tag_time(&self, st: &mut State, id: &ImageId) -> Result<()> {
+    pub(crate) fn touch_tag_time(&self, st: &mut State, id: &ImageId) -> Result<()> {
         let Some(img) = st.images.get(id) else {
             return Ok(());
         };
@@ -591,7 +563,7 @@ impl ImageStore {
 
     /// Moves a layer out of `layers/` in one rename (fast, under the lock); the caller
     /// deletes the returned directory after unlocking.
-    fn move_to_trash(&self, chain: &str) -> Result<PathBuf> {
+    pub(crate) fn move_to_trash(&self, chain: &str) -> Result<PathBuf> {
         let to = self.root.join("tmp").join(atomic::unique("trash"));
         let from = self.layer_dir(chain);
         std::fs::rename(&from, &to).map_err(|e| io_err("remove", from.display(), e))?;
@@ -645,7 +617,7 @@ impl ImageStore {
         }
     }
 
-    fn refs_of(st: &State, id: &ImageId) -> Vec<Reference> {
+    pub(crate) fn refs_of(st: &State, id: &ImageId) -> Vec<Reference> {
         st.tags
             .iter()
             .filter(|(_, v)| *v == id)
@@ -658,7 +630,7 @@ impl ImageStore {
         Self::repo_tags(&self.lock(), id)
     }
 
-    fn repo_tags(st: &State, id: &ImageId) -> Vec<String> {
+    pub(crate) fn repo_tags(st: &State, id: &ImageId) -> Vec<String> {
         Self::refs_of(st, id)
             .iter()
             .filter(|r| !r.is_digest())
@@ -666,7 +638,7 @@ impl ImageStore {
             .collect()
     }
 
-    fn repo_digests(st: &State, id: &ImageId) -> Vec<String> {
+    pub(crate) fn repo_digests(st: &State, id: &ImageId) -> Vec<String> {
         Self::refs_of(st, id)
             .iter()
             .filter(|r| r.is_digest())
@@ -715,364 +687,6 @@ impl ImageStore {
 
     pub fn count(&self) -> usize {
         self.lock().images.len()
-    }
-
-    /// `GET /images/json` rows, newest first (`Containers` is -1: the caller knows them).
-    pub fn list(&self) -> Vec<ImageSummary> {
-        let st = self.lock();
-        let mut out: Vec<ImageSummary> = st
-            .images
-            .values()
-            .map(|i| Self::summary(&st, i, -1))
-            .collect();
-        out.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.id.cmp(&b.id)));
-        out
-    }
-
-    fn summary(st: &State, i: &Image, shared: i64) -> ImageSummary {
-        ImageSummary {
-            id: i.id.to_string(),
-            parent_id: String::new(),
-            repo_tags: Self::repo_tags(st, &i.id),
-            repo_digests: Self::repo_digests(st, &i.id),
-            created: unix(i.created()),
-            size: i.size() as i64,
-            shared_size: shared,
-            labels: i
-                .config
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default(),
-            containers: -1,
-        }
-    }
-
-    /// `GET /system/df`: every image with its shared size, and all layers counted once.
-    pub fn disk_usage(&self) -> DiskUsage {
-        let st = self.lock();
-        let mut uses: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
-        for i in st.images.values() {
-            for (c, s) in i.chain.iter().zip(&i.layer_sizes) {
-                uses.entry(c).or_insert((0, *s)).0 += 1;
-            }
-        }
-        let layers_size = uses.values().map(|(_, s)| s).sum();
-        let mut images: Vec<ImageSummary> = st
-            .images
-            .values()
-            .map(|i| {
-                let shared: u64 = i
-                    .chain
-                    .iter()
-                    .zip(&i.layer_sizes)
-                    .filter(|(c, _)| uses[c.as_str()].0 > 1)
-                    .map(|(_, s)| s)
-                    .sum();
-                Self::summary(&st, i, shared as i64)
-            })
-            .collect();
-        images.sort_by_key(|i| std::cmp::Reverse(i.created));
-        DiskUsage {
-            layers_size,
-            images,
-        }
-    }
-
-    /// `GET /images/{name}/json`.
-    pub fn inspect(&self, name: &str) -> Result<ImageInspect> {
-        let st = self.lock();
-        let i = Self::resolve_in(&st, name)?;
-        let c = &i.config;
-        let lowers: Vec<String> = i
-            .chain
-            .iter()
-            .rev()
-            .map(|ch| self.layer_dir(ch).join("diff").display().to_string())
-            .collect();
-        Ok(ImageInspect {
-            id: i.id.to_string(),
-            repo_tags: Self::repo_tags(&st, &i.id),
-            repo_digests: Self::repo_digests(&st, &i.id),
-            parent: String::new(),
-            comment: c.comment.clone().unwrap_or_default(),
-            created: i.created().to_string(),
-            docker_version: c.docker_version.clone().unwrap_or_default(),
-            author: c.author.clone().unwrap_or_default(),
-            config: c.config.clone().unwrap_or_default(),
-            architecture: c.architecture.clone(),
-            variant: c.variant.clone(),
-            os: c.os.clone(),
-            size: i.size() as i64,
-            graph_driver: GraphDriver {
-                name: "overlay2".into(),
-                data: BTreeMap::from([("LowerDir".to_string(), lowers.join(":"))]),
-            },
-            root_fs: InspectRootFs {
-                kind: "layers".into(),
-                layers: c.rootfs.diff_ids.clone(),
-            },
-            metadata: InspectMetadata {
-                last_tag_time: i
-                    .record
-                    .last_tag_time
-                    .clone()
-                    .unwrap_or_else(|| ZERO_TIME.into()),
-            },
-        })
-    }
-
-    /// `GET /images/{name}/history`, newest first.
-    pub fn history(&self, name: &str) -> Result<Vec<HistoryItem>> {
-        let st = self.lock();
-        let i = Self::resolve_in(&st, name)?;
-        let mut out = Vec::new();
-        let mut layer = 0;
-        if i.config.history.is_empty() {
-            // Configs without history (some OCI tools write none): one row per layer.
-            for s in &i.layer_sizes {
-                out.push(HistoryItem {
-                    id: "<missing>".into(),
-                    created: unix(i.created()),
-                    created_by: String::new(),
-                    tags: None,
-                    size: *s as i64,
-                    comment: String::new(),
-                });
-            }
-        }
-        for h in &i.config.history {
-            let size = if h.empty_layer {
-                0
-            } else {
-                layer += 1;
-                i.layer_sizes.get(layer - 1).copied().unwrap_or(0)
-            };
-            out.push(HistoryItem {
-                id: "<missing>".into(),
-                created: h.created.as_deref().map_or(0, unix),
-                created_by: h.created_by.clone().unwrap_or_default(),
-                tags: None,
-                size: size as i64,
-                comment: h.comment.clone().unwrap_or_default(),
-            });
-        }
-        out.reverse();
-        if let Some(top) = out.first_mut() {
-            top.id = i.id.to_string();
-            top.tags = Some(Self::repo_tags(&st, &i.id));
-        }
-        Ok(out)
-    }
-
-    // ---- changes --------------------------------------------------------------------------
-
-    /// `docker tag SRC REPO[:TAG]`: points `repo:tag` (tag empty: `latest`) at the image `src`
-    /// names. Returns the new reference.
-    pub fn tag(&self, src: &str, repo: &str, tag: &str) -> Result<Reference> {
-        let r = Reference::with_tag(repo, tag)?;
-        if r.is_digest() {
-            return Err(Error::invalid(
-                "refusing to create a tag with a digest reference",
-            ));
-        }
-        self.tag_ref(src, &r)?;
-        Ok(r)
-    }
-
-    /// Points the reference `r` at the image `src` names.
-    pub fn tag_ref(&self, src: &str, r: &Reference) -> Result<ImageId> {
-        let mut st = self.lock();
-        let id = Self::resolve_in(&st, src)?.id.clone();
-        let old = st.tags.insert(r.canonical(), id.clone());
-        if let Err(e) = self.save_tags(&st) {
-            match old {
-                Some(o) => st.tags.insert(r.canonical(), o),
-                None => st.tags.remove(&r.canonical()),
-            };
-            return Err(e);
-        }
-        self.touch_tag_time(&mut st, &id)?;
-        Ok(id)
-    }
-
-    /// `docker rmi`: untags or deletes, with Docker's rules and messages. `in_use` tells which
-    /// container (if any) uses an image. Deviation from Docker: an image a container uses is
-    /// never deleted (with force, its tags are removed and it stays, dangling), since the
-    /// container's rootfs is built on its layers. `noprune` has nothing to keep: loaded and
-    /// imported images have no parent images.
-    pub fn remove(
-        &self,
-        name: &str,
-        force: bool,
-        noprune: bool,
-        in_use: &dyn Fn(&ImageId) -> Option<ImageUser>,
-    ) -> Result<Vec<Removed>> {
-        let _ = noprune;
-        let mut st = self.lock();
-        let img = Self::resolve_in(&st, name)?;
-        let id = img.id.clone();
-        let user = in_use(&id);
-        let refs = Self::refs_of(&st, &id);
-        let by_id = id.as_str().starts_with(name) || id.hex().starts_with(name);
-        let mut out = Vec::new();
-        let conflict = |hard: bool, what: String| {
-            let how = if hard {
-                "cannot be forced"
-            } else {
-                "must be forced"
-            };
-            Error::Conflict(format!(
-                "conflict: unable to delete {} ({how}) - {what}",
-                id.short()
-            ))
-        };
-        let container_conflict = |u: &ImageUser| {
-            if u.running {
-                conflict(
-                    true,
-                    format!(
-                        "image is being used by running container {}",
-                        short(&u.container)
-                    ),
-                )
-            } else {
-                conflict(
-                    false,
-                    format!(
-                        "image is being used by stopped container {}",
-                        short(&u.container)
-                    ),
-                )
-            }
-        };
-        if !by_id {
-            let r = Reference::parse(name)?;
-            if !force && single_reference(&refs) {
-                if let Some(u) = &user {
-                    return Err(Error::Conflict(format!(
-                        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                        short(&u.container),
-                        id.short()
-                    )));
-                }
-            }
-            st.tags.remove(&r.canonical());
-            out.push(Removed::Untagged(r.to_string()));
-            if !r.is_digest()
-                && !refs
-                    .iter()
-                    .any(|o| !o.is_digest() && o.name() == r.name() && *o != r)
-            {
-                // The last tag of a repository takes that repository's digests with it.
-                for d in refs
-                    .iter()
-                    .filter(|o| o.is_digest() && o.name() == r.name())
-                {
-                    st.tags.remove(&d.canonical());
-                    out.push(Removed::Untagged(d.to_string()));
-                }
-            }
-            if !Self::refs_of(&st, &id).is_empty() || user.is_some() {
-                self.save_tags(&st)?;
-                return Ok(out);
-            }
-        } else {
-            if let Some(u) = user.as_ref().filter(|u| u.running || !force) {
-                return Err(container_conflict(u));
-            }
-            if !single_reference(&refs) && !refs.is_empty() && !force {
-                return Err(conflict(
-                    false,
-                    "image is referenced in multiple repositories".into(),
-                ));
-            }
-            for r in &refs {
-                st.tags.remove(&r.canonical());
-                out.push(Removed::Untagged(r.to_string()));
-            }
-            if user.is_some() {
-                self.save_tags(&st)?;
-                return Ok(out);
-            }
-        }
-        self.save_tags(&st)?;
-        let (deleted, trash, _) = self.delete_image(&mut st, &id)?;
-        out.extend(deleted);
-        drop(st);
-        for t in trash {
-            let _ = std::fs::remove_dir_all(t);
-        }
-        Ok(out)
-    }
-
-    /// Deletes an untagged image and the layers no other image needs. Returns the records,
-    /// the trash directories to delete after unlocking, and the bytes of layers removed.
-    fn delete_image(
-        &self,
-        st: &mut State,
-        id: &ImageId,
-    ) -> Result<(Vec<Removed>, Vec<PathBuf>, u64)> {
-        let Some(img) = st.images.get(id).cloned() else {
-            return Ok((vec![], vec![], 0));
-        };
-        atomic::remove(&self.record_path(id))?;
-        st.images.remove(id);
-        let _ = std::fs::remove_file(self.blob_path(id.hex()));
-        let mut out = vec![Removed::Deleted(id.to_string())];
-        let used: BTreeSet<&String> = st.images.values().flat_map(|i| i.chain.iter()).collect();
-        let mut trash = Vec::new();
-        let mut space = 0;
-        for (c, s) in img.chain.iter().zip(&img.layer_sizes).rev() {
-            if used.contains(c) {
-                continue;
-            }
-            match self.move_to_trash(c) {
-                Ok(t) => {
-                    trash.push(t);
-                    space += s;
-                    out.push(Removed::Deleted(c.clone()));
-                }
-                // The image is gone already; the next open collects what is left.
-                Err(e) => crate::log::warn(format_args!("image store: {e}")),
-            }
-        }
-        Ok((out, trash, space))
-    }
-
-    /// `POST /images/prune`: images no container uses; with `dangling_only`, only those
-    /// without tags. `SpaceReclaimed` counts the layers removed.
-    pub fn prune(
-        &self,
-        dangling_only: bool,
-        in_use: &dyn Fn(&ImageId) -> Option<ImageUser>,
-    ) -> Result<PruneReport> {
-        let mut st = self.lock();
-        let mut report = PruneReport::default();
-        let mut all_trash = Vec::new();
-        let ids: Vec<ImageId> = st.images.keys().cloned().collect();
-        for id in ids {
-            let refs = Self::refs_of(&st, &id);
-            if (dangling_only && !refs.is_empty()) || in_use(&id).is_some() {
-                continue;
-            }
-            for r in &refs {
-                st.tags.remove(&r.canonical());
-                report.images_deleted.push(Removed::Untagged(r.to_string()));
-            }
-            if !refs.is_empty() {
-                self.save_tags(&st)?;
-            }
-            let (deleted, trash, space) = self.delete_image(&mut st, &id)?;
-            report.images_deleted.extend(deleted);
-            report.space_reclaimed += space;
-            all_trash.extend(trash);
-        }
-        drop(st);
-        for t in all_trash {
-            let _ = std::fs::remove_dir_all(t);
-        }
-        Ok(report)
     }
 
     /// Paths of the uncompressed layer tars of an image, bottom first, with their diff ids.
