@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::container::model::{Record, Status};
 use crate::container::{lifecycle, Ctr, Paths, Registry};
 use crate::events::Events;
-use crate::images::ImageStore;
+use crate::image::ImageStore;
 use crate::volume::Volumes;
 
 pub struct Daemon {

@@ -15,7 +15,6 @@ pub mod exec;
 pub mod http;
 pub mod image;
 pub mod image_api;
-pub mod images;
 pub mod log;
 pub mod logs;
 pub mod server;

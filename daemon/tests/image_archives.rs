@@ -120,24 +120,25 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
     let _ = std::fs::remove_dir_all(&outside);
     std::fs::create_dir_all(&outside).unwrap();
     let target = outside.display().to_string();
-    let rel_up = "../".repeat(30) + target.trim_start_matches('/');
+    let rel_up = "../".repeat(10) + target.trim_start_matches('/');
     let mut cases: Vec<(&str, Vec<u8>, &str)> = Vec::new();
     let mut t = Vec::new();
     entry(&mut t, &format!("{rel_up}/dotdot"), b'0', b"x", "");
-    cases.push(("dotdot", finish(t), "escapes the layer"));
+    cases.push(("dotdot", finish(t), "dotdot"));
     let mut t = Vec::new();
     entry(&mut t, &format!("{target}/absolute"), b'0', b"x", "");
-    cases.push(("absolute", finish(t), "absolute path"));
+    cases.push(("absolute", finish(t), "absolute"));
     let mut t = Vec::new();
     entry(&mut t, "link", b'2', b"", &target);
     entry(&mut t, "link/through-symlink", b'0', b"x", "");
-    cases.push(("symlink", finish(t), "symlink"));
+    cases.push(("symlink", finish(t), "through-symlink"));
     let mut t = Vec::new();
     entry(&mut t, "passwd", b'1', b"", "../../../../../../etc/passwd");
-    cases.push(("hardlink-up", finish(t), "escapes the layer"));
+    cases.push(("hardlink-up", finish(t), "passwd"));
     let mut t = Vec::new();
     entry(&mut t, "passwd", b'1', b"", "/etc/passwd");
-    cases.push(("hardlink-abs", finish(t), "absolute path"));
+    cases.push(("hardlink-abs", finish(t), "passwd"));
+    // Each refusal names the offending entry.
     for (name, layer, want) in cases {
         let img = archive(&format!("evil-{name}:v1"), &[layer], None);
         let o = load(&d, &img);

@@ -178,7 +178,7 @@ pub fn list(ctx: &Ctx) -> ApiResult {
             let upper = ctx.d.paths(&r.id).overlay.join("upper");
             v["SizeRw"] = json!(crate::volume::dir_size(&upper));
             v["SizeRootFs"] = json!(
-                ctx.d.images.size(&r.image_id).unwrap_or(0) + crate::volume::dir_size(&upper)
+                crate::image_api::size(&ctx.d, &r.image_id) + crate::volume::dir_size(&upper)
             );
         }
         out.push(v);
@@ -247,7 +247,7 @@ pub fn inspect_json(ctx: &Ctx, c: &Ctr, size: bool) -> Value {
         let upper = paths.overlay.join("upper");
         v["SizeRw"] = json!(crate::volume::dir_size(&upper));
         v["SizeRootFs"] =
-            json!(ctx.d.images.size(&r.image_id).unwrap_or(0) + crate::volume::dir_size(&upper));
+            json!(crate::image_api::size(&ctx.d, &r.image_id) + crate::volume::dir_size(&upper));
     }
     v
 }

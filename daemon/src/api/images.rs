@@ -8,49 +8,47 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::http::{self, ok_json, ApiError, ApiResult, BodyReader, ChannelWriter};
+use crate::image::Removed;
 use crate::image_api::user_of;
-use crate::images::reference;
 
 pub async fn list(ctx: &Ctx) -> ApiResult {
     let f = ctx.query.filters()?;
     f.only(&["dangling", "label", "reference", "before", "since", "until"])?;
     let d = ctx.d.clone();
+    let created_of = |name: &str| -> ApiResult<i64> {
+        let id = d.images.resolve(name)?;
+        let created = d.images.inspect(id.as_ref())?.created;
+        Ok(crate::util::parse_rfc3339(&created).map_or(0, crate::util::unix_secs))
+    };
     let before = f
         .values("before")
         .first()
-        .map(|b| d.images.resolve(b))
+        .map(|b| created_of(b))
         .transpose()?;
     let since = f
         .values("since")
         .first()
-        .map(|b| d.images.resolve(b))
+        .map(|b| created_of(b))
         .transpose()?;
-    let rows = tokio::task::spawn_blocking(move || {
-        let cut = |id: &Option<String>| id.as_ref().map(|i| d.images.created_unix(i));
-        let (before_t, since_t) = (cut(&before), cut(&since));
-        d.images.list_json(&|id, tags| {
-            let created = d.images.created_unix(id);
-            f.any("dangling", |v| (v == "true" || v == "1") == tags.is_empty())
-                && f.any("reference", |pat| {
-                    tags.iter().any(|t| {
+    let rows: Vec<_> = tokio::task::spawn_blocking(move || {
+        d.images
+            .list()
+            .into_iter()
+            .filter(|i| {
+                f.any("dangling", |v| {
+                    (v == "true" || v == "1") == i.repo_tags.is_empty()
+                }) && f.any("reference", |pat| {
+                    i.repo_tags.iter().any(|t| {
                         glob(pat, t) || glob(pat, t.rsplit_once(':').map_or(t.as_str(), |x| x.0))
                     })
-                })
-                && before_t.is_none_or(|b| created < b)
-                && since_t.is_none_or(|s| created > s)
-                && f.values("label").iter().all(|l| {
-                    let labels = d
-                        .images
-                        .run_config(id)
-                        .ok()
-                        .and_then(|r| r.labels)
-                        .unwrap_or_default();
-                    match l.split_once('=') {
-                        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
-                        None => labels.contains_key(l.as_str()),
-                    }
-                })
-        })
+                }) && before.is_none_or(|b| i.created < b)
+                    && since.is_none_or(|s| i.created > s)
+                    && f.values("label").iter().all(|l| match l.split_once('=') {
+                        Some((k, v)) => i.labels.get(k).is_some_and(|x| x == v),
+                        None => i.labels.contains_key(l.as_str()),
+                    })
+            })
+            .collect()
     })
     .await
     .map_err(ApiError::internal)?;
@@ -77,21 +75,12 @@ pub async fn load(ctx: &Ctx, req: Request<Incoming>) -> ApiResult {
         .await
         .map_err(ApiError::internal)??;
     let mut out = String::new();
-    for t in &loaded.tags {
-        out.push_str(&format!(
-            "{}\n",
-            json!({"stream": format!("Loaded image: {t}\n")})
-        ));
-        ctx.d.events.publish("image", "load", t, []);
+    for m in loaded.messages() {
+        out.push_str(&format!("{}\n", json!({"stream": format!("{m}\n")})));
     }
-    if loaded.tags.is_empty() {
-        for id in &loaded.ids {
-            out.push_str(&format!(
-                "{}\n",
-                json!({"stream": format!("Loaded image ID: {id}\n")})
-            ));
-            ctx.d.events.publish("image", "load", id, []);
-        }
+    for i in &loaded.images {
+        let name = i.tags.first().cloned().unwrap_or_else(|| i.id.to_string());
+        ctx.d.events.publish("image", "load", &name, []);
     }
     let mut r = http::json(StatusCode::OK, &());
     *r.body_mut() = http::full(out);
@@ -112,29 +101,21 @@ pub async fn save(ctx: &Ctx, one: Option<String>) -> ApiResult {
     if names.is_empty() {
         return Err(ApiError::bad_request("no images named"));
     }
-    let mut images: Vec<(String, Vec<String>)> = Vec::new();
     for n in &names {
-        let id = ctx.d.images.resolve(n)?;
-        let tag = reference::parse(n)
-            .ok()
-            .map(|r| r.to_string())
-            .filter(|t| ctx.d.images.tags_of(&id).contains(t));
-        match images.iter_mut().find(|(i, _)| *i == id) {
-            Some((_, tags)) => tags.extend(tag),
-            None => images.push((id, tag.into_iter().collect())),
-        }
+        ctx.d.images.resolve(n)?;
+    }
+    for n in &names {
+        ctx.d.events.publish("image", "save", n, []);
     }
     let (tx, reply) = http::stream("application/x-tar");
     let d = ctx.d.clone();
     tokio::task::spawn_blocking(move || {
         let w = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter(tx));
-        if let Err(e) = d.images.save(&images, w) {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        if let Err(e) = d.images.save(&refs, w) {
             crate::log::warn(format_args!("save: {e}"));
         }
     });
-    for n in names {
-        ctx.d.events.publish("image", "save", &n, []);
-    }
     Ok(reply)
 }
 
@@ -152,28 +133,23 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> ApiResult {
             "import from {src:?} is not supported: pass the tarball as the request body (fromSrc=-)"
         )));
     }
-    let tag = match q.get("repo").filter(|s| !s.is_empty()) {
-        Some(repo) => {
-            let t = q.get("tag").filter(|s| !s.is_empty());
-            let r = match t {
-                Some(t) => reference::parse(&format!("{repo}:{t}"))?,
-                None => reference::parse(repo)?,
-            };
-            Some(r)
+    let tag = q.get("repo").filter(|s| !s.is_empty()).map(|repo| {
+        match q.get("tag").filter(|s| !s.is_empty()) {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo.to_string(),
         }
-        None => None,
-    };
+    });
     let changes: Vec<String> = q.all("changes").iter().map(|s| s.to_string()).collect();
     let message = q.get("message").unwrap_or("").to_string();
     let mut reader = BodyReader::new(req.into_body());
     let d = ctx.d.clone();
-    let t2 = tag.clone();
     let id = tokio::task::spawn_blocking(move || {
         d.images
-            .import(&mut reader, t2.as_ref(), &changes, &message)
+            .import(&mut reader, tag.as_deref(), &changes, &message)
     })
     .await
     .map_err(ApiError::internal)??;
+    let id = id.to_string();
     ctx.d.events.publish("image", "import", &id, []);
     let body = format!("{}\n", json!({"status": id}));
     let (tx, reply) = http::stream("application/json");
@@ -189,11 +165,10 @@ pub async fn prune(ctx: &Ctx) -> ApiResult {
         .iter()
         .any(|v| v == "false" || v == "0");
     let d = ctx.d.clone();
-    let (deleted, space) =
-        tokio::task::spawn_blocking(move || d.images.prune(all, &|id| user_of(&d, id)))
-            .await
-            .map_err(ApiError::internal)??;
-    ok_json(&json!({"ImagesDeleted": deleted, "SpaceReclaimed": space}))
+    let report = tokio::task::spawn_blocking(move || d.images.prune(!all, &|id| user_of(&d, id)))
+        .await
+        .map_err(ApiError::internal)??;
+    ok_json(&report)
 }
 
 pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
@@ -201,18 +176,18 @@ pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
     if method == Method::DELETE {
         let d = ctx.d.clone();
         let force = ctx.query.flag("force");
+        let noprune = ctx.query.flag("noprune");
         let name = joined.clone();
         let out = tokio::task::spawn_blocking(move || {
-            d.images.remove(&name, force, &|id| user_of(&d, id))
+            d.images
+                .remove(&name, force, noprune, &|id| user_of(&d, id))
         })
         .await
         .map_err(ApiError::internal)??;
         for o in &out {
-            if let Some(t) = o["Untagged"].as_str() {
-                ctx.d.events.publish("image", "untag", t, []);
-            }
-            if let Some(id) = o["Deleted"].as_str() {
-                ctx.d.events.publish("image", "delete", id, []);
+            match o {
+                Removed::Untagged(t) => ctx.d.events.publish("image", "untag", t, []),
+                Removed::Deleted(id) => ctx.d.events.publish("image", "delete", id, []),
             }
         }
         return ok_json(&out);
@@ -221,17 +196,10 @@ pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
         .rsplit_once('/')
         .ok_or_else(|| ApiError::not_found(format!("page not found: {method} /images/{joined}")))?;
     match (method, action) {
-        (&Method::GET, "json") => {
-            let id = ctx.d.images.resolve(name)?;
-            ok_json(&ctx.d.images.inspect_json(&id)?)
-        }
-        (&Method::GET, "history") => {
-            let id = ctx.d.images.resolve(name)?;
-            ok_json(&ctx.d.images.history_json(&id)?)
-        }
+        (&Method::GET, "json") => ok_json(&ctx.d.images.inspect(name)?),
+        (&Method::GET, "history") => ok_json(&ctx.d.images.history(name)?),
         (&Method::GET, "get") => save(ctx, Some(name.to_string())).await,
         (&Method::POST, "tag") => {
-            let id = ctx.d.images.resolve(name)?;
             let repo = ctx
                 .query
                 .get("repo")
@@ -239,11 +207,11 @@ pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
                 .ok_or_else(|| {
                     ApiError::bad_request("repository name must have at least one component")
                 })?;
-            let r = match ctx.query.get("tag").filter(|s| !s.is_empty()) {
-                Some(t) => reference::parse(&format!("{repo}:{t}"))?,
-                None => reference::parse(repo)?,
-            };
-            ctx.d.images.tag(&id, &r)?;
+            let r = ctx
+                .d
+                .images
+                .tag(name, repo, ctx.query.get("tag").unwrap_or(""))?;
+            let id = ctx.d.images.resolve(name)?.to_string();
             ctx.d
                 .events
                 .publish("image", "tag", &id, [("name".to_string(), r.to_string())]);

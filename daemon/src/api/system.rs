@@ -268,7 +268,8 @@ pub fn events(ctx: &Ctx) -> ApiResult {
 pub async fn df(ctx: &Ctx) -> ApiResult {
     let d = ctx.d.clone();
     let v = tokio::task::spawn_blocking(move || {
-        let images = d.images.df_json();
+        let du = d.images.disk_usage();
+        let images = serde_json::to_value(&du.images).unwrap_or_default();
         let ctrs: Vec<_> = d.containers.lock().unwrap().all().cloned().collect();
         let containers: Vec<_> = ctrs
             .iter()
@@ -294,7 +295,7 @@ pub async fn df(ctx: &Ctx) -> ApiResult {
                 j
             })
             .collect();
-        json!({"LayersSize": d.images.layers_size(), "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []})
+        json!({"LayersSize": du.layers_size, "Images": images, "Containers": containers, "Volumes": volumes, "BuildCache": []})
     })
     .await
     .map_err(ApiError::internal)?;

@@ -18,9 +18,8 @@ use crate::util;
 pub fn ensure_rootfs(d: &Daemon, c: &Ctr) -> ApiResult<PathBuf> {
     let image_id = c.rec().image_id.clone();
     let paths = d.paths(&c.id);
-    let lower = d
-        .images
-        .lowerdirs(&image_id)
+    let lower = crate::image::ImageId::parse(&image_id)
+        .and_then(|id| d.images.lowerdirs(&id))
         .map_err(|e| ApiError::internal(format!("layers of image {image_id}: {e}")))?;
     rootfs::mount(&paths, &lower).map_err(ApiError::internal)?;
     Ok(paths.merged())
