@@ -42,6 +42,9 @@ pub struct Conn {
     pub mode: Mode,
     /// Bytes received and not yet consumed (request lines, or stdin bytes after attach).
     pub inbuf: Vec<u8>,
+    /// The client ended its input while a reply was parked (`wait`, `shutdown`): the
+    /// connection closes once that reply is sent.
+    pub input_eof: bool,
     out: Vec<u8>,
     out_pos: usize,
 }
@@ -64,6 +67,7 @@ impl Conn {
             armed: 0,
             mode: Mode::Control,
             inbuf: Vec::new(),
+            input_eof: false,
             out: Vec::new(),
             out_pos: 0,
         }
@@ -171,7 +175,7 @@ impl Conn {
         };
         let input = match self.mode {
             Mode::Control | Mode::Waiting(_) | Mode::ShuttingDown => {
-                self.inbuf.len() <= MAX_REQUEST_LINE
+                !self.input_eof && self.inbuf.len() <= MAX_REQUEST_LINE
             }
             Mode::Attached(a) => a.input_open && (!a.stdin || stdin_room),
             Mode::Closing => false,

@@ -420,7 +420,7 @@ impl Shim {
                             self.close_conn(c);
                             continue;
                         }
-                        self.serve_requests(c);
+                        self.after_parked_reply(c);
                     }
                     Mode::Attached(Attach { exec: Some(x), .. }) if x == slot => {
                         conn.mode = Mode::Closing;

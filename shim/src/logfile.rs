@@ -285,19 +285,7 @@ impl LogWriter {
 }
 
 fn memchr_nl(b: &[u8]) -> Option<usize> {
-    // Word-at-a-time search: eight bytes per step, exact position found bytewise.
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = LO * b'\n' as u64;
-    let mut i = 0;
-    while i + 8 <= b.len() {
-        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ NL;
-        if (w.wrapping_sub(LO) & !w & HI) != 0 {
-            break;
-        }
-        i += 8;
-    }
-    b[i..].iter().position(|&c| c == b'\n').map(|p| p + i)
+    memchr::memchr(b'\n', b)
 }
 
 /// 1 for bytes dockerd's json-file escapes (or that start a UTF-8 sequence to check).

@@ -59,7 +59,7 @@ pub fn copy_log(path: &Path, want: &[Stream], out: &mut impl Write) -> Result<u6
                 })?;
             have += n;
             let mut pos = 0;
-            while let Some(nl) = buf[pos..have].iter().position(|&b| b == b'\n') {
+            while let Some(nl) = memchr::memchr(b'\n', &buf[pos..have]) {
                 line_no += 1;
                 let line = &buf[pos..pos + nl];
                 pos += nl + 1;
@@ -125,7 +125,7 @@ fn hex4(b: &[u8]) -> Option<u32> {
 fn fast_decode(line: &[u8], text: &mut Vec<u8>) -> Option<Stream> {
     let mut s = line.strip_prefix(b"{\"log\":\"")?;
     loop {
-        let i = s.iter().position(|&b| b == b'"' || b == b'\\')?;
+        let i = memchr::memchr2(b'"', b'\\', s)?;
         text.extend_from_slice(&s[..i]);
         if s[i] == b'"' {
             s = &s[i + 1..];

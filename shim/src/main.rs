@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use berth_shim::{Config, Shim};
 
 const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime-root DIR] \
-[--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--epoll]";
+[--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--epoll]
+       berth-shim --read-log FILE   (the log's text, rotated files first, as `docker logs` shows it)";
 
 fn parse(args: &[String]) -> Result<Config, String> {
     let mut cfg = Config {
@@ -75,7 +76,11 @@ fn parse(args: &[String]) -> Result<Config, String> {
 }
 
 fn main() {
+    let t0 = std::time::Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() == 2 && args[0] == "--read-log" {
+        std::process::exit(read_log(&args[1]));
+    }
     let cfg = match parse(&args) {
         Ok(c) => c,
         Err(m) => {
@@ -99,7 +104,7 @@ fn main() {
         }
         0 => {
             drop(r);
-            std::process::exit(serve(cfg, w));
+            std::process::exit(serve(cfg, w, t0));
         }
         _ => {
             drop(w);
@@ -139,7 +144,7 @@ fn main() {
 
 /// The detached shim: becomes a session leader and child subreaper, creates the container,
 /// says "ok" (or why not) on `ready`, then serves.
-fn serve(cfg: Config, ready: OwnedFd) -> i32 {
+fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
     let mut ready = std::fs::File::from(ready);
     let fail = |ready: &mut std::fs::File, m: String| {
         let _ = ready.write_all(m.as_bytes());
@@ -164,7 +169,7 @@ fn serve(cfg: Config, ready: OwnedFd) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&mut ready, format!("listen on {}: {e}", sock.display())),
     };
-    let shim = match Shim::start(cfg.clone(), listener) {
+    let mut shim = match Shim::start(cfg.clone(), listener) {
         Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&sock);
@@ -184,12 +189,31 @@ fn serve(cfg: Config, ready: OwnedFd) -> i32 {
             libc::dup2(log.as_raw_fd(), 2);
         }
     }
+    shim.ready_us = t0.elapsed().as_micros().max(1) as u64;
     if ready.write_all(b"ok\0").is_err() {
         // Whoever started us is gone: serve anyway, the daemon finds us by the socket.
     }
     drop(ready);
     match shim.run() {
         Ok(()) => 0,
+        Err(e) => {
+            eprintln!("berth-shim: {e}");
+            1
+        }
+    }
+}
+
+/// `--read-log FILE`: both streams' text to stdout, in order.
+fn read_log(path: &str) -> i32 {
+    use berth_shim::logfile::Stream;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match berth_shim::logread::copy_log(
+        std::path::Path::new(path),
+        &[Stream::Stdout, Stream::Stderr],
+        &mut out,
+    ) {
+        Ok(_) => 0,
         Err(e) => {
             eprintln!("berth-shim: {e}");
             1

@@ -180,9 +180,22 @@ pub struct State {
     pub event_loop: String,
     /// Present once the exit is recorded.
     pub exit: Option<ExitInfo>,
+    /// What starting took, as the shim measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Startup>,
     /// Running execs and the last finished ones, oldest first.
     #[serde(default)]
     pub execs: Vec<ExecState>,
+}
+
+/// Start-up accounting: `ready_us - runtime_us` is what the shim itself adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Startup {
+    /// From the shim's main() until its socket listened with the container created (and
+    /// started, without `--hold`).
+    pub ready_us: u64,
+    /// The runtime library's create (and start) within that.
+    pub runtime_us: u64,
 }
 
 /// One exec as `state` reports it.
@@ -482,6 +495,7 @@ mod tests {
                 exited_at: "2026-01-01T00:00:00Z".into(),
                 oom_killed: false,
             }),
+            startup: None,
             execs: vec![ExecState {
                 exec_id: "e1".into(),
                 pid: 8,

@@ -16,7 +16,7 @@ use crate::attach::{self, Stdin};
 use crate::control::{Attach, Conn, Input, Mode};
 use crate::exec::Exec;
 use crate::logfile::{LogError, LogWriter, Stream};
-use crate::protocol::{ExecState, ExitInfo, Request, Response, State, Status};
+use crate::protocol::{ExecState, ExitInfo, Request, Response, Startup, State, Status};
 use crate::reactor::{Event, Reactor};
 use crate::record::{self, RecordError};
 use crate::{stats, sys};
@@ -119,6 +119,8 @@ pub struct Shim {
     done: bool,
     /// Microseconds the runtime's create and start took (for start-up accounting).
     pub runtime_us: u64,
+    /// Microseconds from the shim's main() to ready, set by the binary (0: not measured).
+    pub ready_us: u64,
     /// Created with `hold` and not started yet.
     held: bool,
 }
@@ -222,6 +224,7 @@ impl Shim {
             shutdown: false,
             done: false,
             runtime_us,
+            ready_us: 0,
         })
     }
 
@@ -236,6 +239,7 @@ impl Shim {
     /// Serve until `shutdown`. Orphans that exited before the loop began are reaped first.
     pub fn run(mut self) -> Result<(), ShimError> {
         self.reap_children();
+        sys::trim_stack(16 * 1024);
         let mut events: Vec<Event> = Vec::with_capacity(64);
         while !self.done {
             self.arm();
@@ -471,7 +475,7 @@ impl Shim {
                         self.close_conn(slot);
                         continue;
                     }
-                    self.serve_requests(slot);
+                    self.after_parked_reply(slot);
                 }
                 Mode::Attached(Attach { exec: None, .. }) => {
                     c.mode = Mode::Closing;
@@ -656,6 +660,18 @@ impl Shim {
         }
     }
 
+    /// A parked reply was sent: close if the client's input had ended, else go on reading.
+    pub(crate) fn after_parked_reply(&mut self, slot: usize) {
+        match &mut self.conns[slot] {
+            Some(c) if c.input_eof => {
+                c.mode = Mode::Closing;
+                self.finish_closing(slot);
+            }
+            Some(_) => self.serve_requests(slot),
+            None => {}
+        }
+    }
+
     pub(crate) fn finish_closing(&mut self, slot: usize) {
         let Some(c) = &mut self.conns[slot] else {
             return;
@@ -687,6 +703,10 @@ impl Shim {
                 let limit = crate::protocol::MAX_REQUEST_LINE + 1
                     - c.inbuf.len().min(crate::protocol::MAX_REQUEST_LINE);
                 match c.read_input(limit) {
+                    // A half-closed client still gets its parked reply (`nc -N`, socat).
+                    Input::Eof if matches!(c.mode, Mode::Waiting(_) | Mode::ShuttingDown) => {
+                        c.input_eof = true
+                    }
                     Input::Eof => self.close_conn(slot),
                     Input::Again => {}
                     Input::Data => self.serve_requests(slot),
@@ -808,6 +828,10 @@ impl Shim {
                 log_path: self.cfg.log_path.clone(),
                 event_loop: self.event_loop.clone(),
                 exit: self.exit.clone(),
+                startup: (self.ready_us > 0).then_some(Startup {
+                    ready_us: self.ready_us,
+                    runtime_us: self.runtime_us,
+                }),
                 execs: self
                     .execs
                     .iter()

@@ -237,3 +237,24 @@ fn the_program_starts_with_default_signal_dispositions() {
     assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{out}");
     assert!(out.ends_with("y\ny\n"), "{out}");
 }
+
+#[test]
+fn a_half_closed_waiter_still_gets_its_reply() {
+    use std::io::{BufRead, BufReader, Write};
+    let b = Bundle::sh("sleep 0.3; exit 2");
+    let s = start(&b, &[]);
+    let mut c = std::os::unix::net::UnixStream::connect(s.dir().join(protocol::SOCKET)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"{\"op\":\"wait\"}\n").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut r = BufReader::new(c);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let Response::Exited(e) = serde_json::from_str(&line).unwrap() else {
+        panic!("{line}")
+    };
+    assert_eq!(e.exit_code, 2);
+    // Then the shim closes the connection.
+    line.clear();
+    assert_eq!(r.read_line(&mut line).unwrap(), 0);
+}
