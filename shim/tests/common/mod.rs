@@ -40,8 +40,15 @@ pub fn rootfs() -> &'static Path {
         }
         std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+        // SAFETY: registers a plain function for exit(); the test harness ends with exit().
+        unsafe { libc::atexit(remove_rootfs) };
         dir
     })
+}
+
+extern "C" fn remove_rootfs() {
+    let dir = std::env::temp_dir().join(format!("berth-shim-rootfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 pub fn unique_id(prefix: &str) -> String {
