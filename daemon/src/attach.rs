@@ -157,17 +157,7 @@ pub async fn container(ctx: &Ctx, c: Arc<Ctr>, req: Request<Incoming>) -> ApiRes
             if !pending.is_empty() && tx.send(pending.into()).await.is_err() {
                 return;
             }
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0
-                    || tx
-                        .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
-            }
+            http::pump(&mut stream, &tx).await;
         });
         return Ok(reply);
     }

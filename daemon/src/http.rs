@@ -124,6 +124,22 @@ pub fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Reply) {
     (tx, r)
 }
 
+/// Copies `r` into a streamed body until either ends; false when the client went away.
+pub async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: &mpsc::Sender<Bytes>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return true,
+            Ok(n) => {
+                if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// Query string parameters, percent-decoded.
 #[derive(Default, Debug)]
 pub struct Query(Vec<(String, String)>);

@@ -164,22 +164,17 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
     if !upgrade {
         let (tx, reply) = http::stream("application/vnd.docker.multiplexed-stream");
         tokio::spawn(async move {
-            let (w, mut r) = tokio::io::duplex(64 * 1024);
-            let pump = tokio::spawn(relay_output(out, err, tty, w));
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n) = r.read(&mut buf).await {
-                if n == 0
-                    || tx
-                        .send(bytes::Bytes::copy_from_slice(&buf[..n]))
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
-            }
-            let _ = pump.await;
-            let code = child.wait().await.map_or(-1, exit_code);
-            record(&d, code);
+            let (mut w, mut r) = tokio::io::duplex(64 * 1024);
+            // The exit code is recorded before the stream ends: the docker CLI asks for it
+            // as soon as the output is over.
+            let relay = tokio::spawn(async move {
+                relay_output(out, err, tty, &mut w).await;
+                let code = child.wait().await.map_or(-1, exit_code);
+                record(&d, code);
+                let _ = w.shutdown().await;
+            });
+            http::pump(&mut r, &tx).await;
+            let _ = relay.await;
         });
         return Ok(reply);
     }
@@ -196,8 +191,15 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
                     while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
                 }
             });
-            relay_output(out, err, tty, cw).await;
+            let mut cw = cw;
+            relay_output(out, err, tty, &mut cw).await;
             feeder.abort();
+            // The exit code is recorded before the stream ends: the docker CLI asks for it
+            // as soon as the output is over.
+            let code = child.wait().await.map_or(-1, exit_code);
+            record(&d, code);
+            let _ = cw.shutdown().await;
+            return;
         }
         let code = child.wait().await.map_or(-1, exit_code);
         record(&d, code);
@@ -212,12 +214,12 @@ fn exit_code(st: std::process::ExitStatus) -> i64 {
 }
 
 /// Copies the process's stdout and stderr to `w`: Docker's 8-byte frames without a tty, the
-/// bytes as they are with one; ends `w` when both are done.
+/// bytes as they are with one; returns when both are done (the caller ends `w`).
 async fn relay_output<W>(
     mut out: tokio::process::ChildStdout,
     mut err: tokio::process::ChildStderr,
     tty: bool,
-    mut w: W,
+    w: &mut W,
 ) where
     W: tokio::io::AsyncWrite + Unpin,
 {
@@ -252,7 +254,6 @@ async fn relay_output<W>(
             break;
         }
     }
-    let _ = w.shutdown().await;
 }
 
 /// The exec's pty belongs to its `berth-runtime exec` relay, which has no resize channel

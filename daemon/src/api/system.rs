@@ -218,16 +218,12 @@ pub fn events(ctx: &Ctx) -> ApiResult {
             })
     };
     tokio::spawn(async move {
+        let send = |e: &crate::events::Event| Bytes::from(format!("{}\n", e.to_json()));
         for e in past {
             if until.is_some_and(|u| e.time > u) {
                 return;
             }
-            if matches(&e)
-                && tx
-                    .send(Bytes::from(format!("{}\n", e.to_json())))
-                    .await
-                    .is_err()
-            {
+            if matches(&e) && tx.send(send(&e)).await.is_err() {
                 return;
             }
         }
@@ -248,12 +244,7 @@ pub fn events(ctx: &Ctx) -> ApiResult {
             };
             match next {
                 Ok(e) => {
-                    if matches(&e)
-                        && tx
-                            .send(Bytes::from(format!("{}\n", e.to_json())))
-                            .await
-                            .is_err()
-                    {
+                    if matches(&e) && tx.send(send(&e)).await.is_err() {
                         return;
                     }
                 }
