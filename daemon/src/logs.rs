@@ -59,8 +59,11 @@ fn render(o: &Opts, line: &[u8], text: &mut Vec<u8>, out: &mut Vec<u8>) -> bool 
         }
     }
     let mut payload_len = text.len();
+    // The log keeps dockerd's trimmed RFC3339Nano; `docker logs -t` shows nine fixed digits.
     let ts = if o.timestamps {
-        let t = time.unwrap_or(util::ZERO_TIME);
+        let t = time
+            .and_then(util::parse_rfc3339)
+            .map_or_else(|| util::ZERO_TIME.to_string(), util::rfc3339);
         payload_len += t.len() + 1;
         Some(t)
     } else {
@@ -73,7 +76,7 @@ fn render(o: &Opts, line: &[u8], text: &mut Vec<u8>, out: &mut Vec<u8>) -> bool 
         };
         out.extend_from_slice(&berth_shim::protocol::frame_header(n, payload_len));
     }
-    if let Some(t) = ts {
+    if let Some(t) = &ts {
         out.extend_from_slice(t.as_bytes());
         out.push(b' ');
     }

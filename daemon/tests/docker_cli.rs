@@ -126,7 +126,9 @@ fn logs_follow_tail_and_timestamps() {
     assert_eq!(out, "line1\nline2\nline3\nline4\nline5\n");
     assert_eq!(d.ok(&["logs", "--tail", "2", "count"]), "line4\nline5\n");
     let ts = d.ok(&["logs", "-t", "--tail", "1", "count"]);
+    // Nine fixed fraction digits, as dockerd prints them.
     assert!(ts.starts_with("20") && ts.ends_with("Z line5\n"), "{ts:?}");
+    assert_eq!(ts.find('Z'), Some(29), "{ts:?}");
 }
 
 #[test]
