@@ -121,8 +121,10 @@ fn ten_thousand_concurrent_connections_no_fd_leak() {
         );
         after.push(proxy.fd_count());
     }
+    // A leak grows by thousands per round; the bounded pipe pool may keep a pipe more or
+    // less from one round to the next.
     assert!(
-        after[1] <= after[0],
+        after[1] <= after[0] + 4,
         "descriptors grew between rounds: {after:?}"
     );
 }
