@@ -453,7 +453,7 @@ impl Shim {
                 Exit::Code(_) => None,
             },
             exited_at: berth_runtime::time::rfc3339(when),
-            oom_killed: stats::oom_kills(&self.container.record.cgroup) > 0,
+            oom_killed: self.container.record.cgroup.oom_kills() > 0,
         };
         if let Err(e) = record::write_exit(&self.cfg.state_dir, &info) {
             eprintln!("berth-shim: {e}");

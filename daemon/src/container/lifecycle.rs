@@ -500,6 +500,7 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
         }
     }
     d.containers.lock().unwrap().remove(&c.id);
+    d.exec.lock().unwrap().forget_container(&c.id);
     c.life.send_modify(|l| l.removed = true);
     c.gate.send_modify(|g| g.closed = true);
     d.container_event(c, "destroy", &[]);

@@ -9,7 +9,6 @@ use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
@@ -103,23 +102,8 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         .as_ref()
         .map(crate::seccomp::compile)
         .transpose()?;
-    if !terminal && opts.console_socket.is_some() {
-        return Err(Error::Unsupported(
-            "--console-socket given but process.terminal is false".into(),
-        ));
-    }
-    // Connect before any side effect: a bad socket path changes nothing.
-    let (console_child, console_parent) = match (terminal, &opts.console_socket) {
-        (false, _) => (None, None),
-        (true, Some(p)) => {
-            let s = UnixStream::connect(p).ctx("connect console socket", p)?;
-            (Some(OwnedFd::from(s)), None)
-        }
-        (true, None) => {
-            let (a, b) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
-            (Some(a), Some(b))
-        }
-    };
+    let (console_child, console_parent) =
+        super::console_ends(terminal, opts.console_socket.as_deref())?;
 
     let host = Host::detect()?;
     let cgroup = Cgroup::plan(&host, linux.cgroups_path().as_deref(), &opts.id);

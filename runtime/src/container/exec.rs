@@ -3,7 +3,6 @@
 //! root — with its own stdio, terminal, credentials and capabilities.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
@@ -95,22 +94,8 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         ));
     }
     let terminal = p.terminal().unwrap_or(false);
-    if !terminal && opts.console_socket.is_some() {
-        return Err(Error::Unsupported(
-            "--console-socket given but process.terminal is false".into(),
-        ));
-    }
-    let (console_child, console_parent) = match (terminal, &opts.console_socket) {
-        (false, _) => (None, None),
-        (true, Some(path)) => {
-            let s = UnixStream::connect(path).ctx("connect console socket", path)?;
-            (Some(OwnedFd::from(s)), None)
-        }
-        (true, None) => {
-            let (a, b) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
-            (Some(a), Some(b))
-        }
-    };
+    let (console_child, console_parent) =
+        super::console_ends(terminal, opts.console_socket.as_deref())?;
 
     let init = c.init_pidfd().ok_or(Error::BadState {
         id: id.to_string(),

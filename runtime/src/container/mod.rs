@@ -102,6 +102,30 @@ pub struct Container {
     pub record: Record,
 }
 
+/// The two ends for a terminal's master fd, checked and connected before any side effect: the
+/// child's end (the `--console-socket` connection, or one end of a socketpair) and, with no
+/// socket given, the end the caller keeps to receive the master itself.
+pub(crate) fn console_ends(
+    terminal: bool,
+    console_socket: Option<&Path>,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    match (terminal, console_socket) {
+        (false, Some(_)) => Err(Error::Unsupported(
+            "--console-socket given but process.terminal is false".into(),
+        )),
+        (false, None) => Ok((None, None)),
+        (true, Some(path)) => {
+            let s = std::os::unix::net::UnixStream::connect(path)
+                .ctx("connect console socket", path)?;
+            Ok((Some(OwnedFd::from(s)), None))
+        }
+        (true, None) => {
+            let (a, b) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
+            Ok((Some(a), Some(b)))
+        }
+    }
+}
+
 /// runc's rule: letters, digits, `_+-.`; not "." or "..".
 pub fn validate_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
