@@ -138,7 +138,10 @@ impl Daemon {
                 .shim
                 .join(berth_shim::protocol::SOCKET)
                 .exists();
-            if status.is_running() || has_shim {
+            if status == Status::Created && has_shim {
+                // Prepared ahead of a start that never came: a new start prepares again.
+                lifecycle::release_held(self, &c).await;
+            } else if status.is_running() || has_shim {
                 lifecycle::reattach(self.clone(), c).await;
             } else if status != Status::Created {
                 // Mount the overlay again so `docker cp`/`export` and restarts work.

@@ -520,3 +520,64 @@ fn containers_survive_berthd_kill_9() {
     );
     d.ok(&["stop", "-t", "1", "survivor"]);
 }
+
+/// `docker create` prepares the container ahead of its start (a shim holds it before its
+/// program): `rm` of a never-started container, a berthd restart in between, and a later
+/// start must all behave as if nothing had run; `run --rm` leaves no files behind.
+#[test]
+fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
+    let mut d = Berthd::start();
+    let shim_dir = d.exec_root().join("shims");
+    let shims = || -> usize { std::fs::read_dir(&shim_dir).map(|r| r.count()).unwrap_or(0) };
+    // Created, never started, removed: the holding shim goes with it.
+    d.ok(&["create", "--name", "never", "busybox", "true"]);
+    assert!(
+        d.eventually(Duration::from_secs(10), || shims() == 1),
+        "the created container was not prepared ahead"
+    );
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "never"])
+            .trim(),
+        "created"
+    );
+    d.ok(&["rm", "never"]);
+    assert_eq!(shims(), 0, "rm left the holding shim");
+
+    // Created, berthd killed and restarted, then started: it runs once, with its output.
+    d.ok(&["create", "--name", "later", "busybox", "echo", "ran"]);
+    assert!(d.eventually(Duration::from_secs(10), || shims() == 1));
+    d.kill9();
+    d.spawn();
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "later"])
+            .trim(),
+        "created"
+    );
+    assert_eq!(
+        shims(),
+        0,
+        "restart kept a holding shim for a created container"
+    );
+    assert_eq!(d.ok(&["start", "-a", "later"]), "ran\n");
+    assert_eq!(d.ok(&["logs", "later"]), "ran\n");
+    d.ok(&["rm", "later"]);
+
+    // run --rm: the name is free at once and every file goes.
+    for _ in 0..3 {
+        assert_eq!(
+            d.ok(&["run", "--rm", "--name", "again", "busybox", "echo", "x"]),
+            "x\n"
+        );
+    }
+    let empty = |sub: &str| {
+        std::fs::read_dir(d.data_root().join(sub))
+            .map(|r| r.count() == 0)
+            .unwrap_or(true)
+    };
+    assert!(
+        d.eventually(Duration::from_secs(10), || empty("containers")
+            && empty("overlay")
+            && shims() == 0),
+        "run --rm left files behind"
+    );
+}

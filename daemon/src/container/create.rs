@@ -411,5 +411,7 @@ pub async fn create(
         .insert(ctr.clone())
         .map_err(undo)?;
     d.container_event(&ctr, "create", &[]);
+    // Most creates are `docker run`s: the start request follows within milliseconds.
+    tokio::spawn(super::lifecycle::prepare_ahead(d.clone(), ctr));
     Ok((id, warnings))
 }

@@ -59,15 +59,43 @@ fn start_locked<'a>(
     Box::pin(start_inner(d, c))
 }
 
-async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
-    let t0 = std::time::Instant::now();
-    let lap = |what: &str| {
-        crate::log::debug(format_args!(
-            "start {}: {what} at {:.2} ms",
-            &c.id[..12],
-            t0.elapsed().as_secs_f64() * 1000.0
-        ))
+/// Right after `docker create` answers, while the client is still busy (attaching, or just
+/// turning the reply into a start request): everything a start does before the program
+/// runs — overlay, config.json, berth-shim with the container created and held. The start
+/// that follows only releases it. A failure here is not reported; the start tries again and
+/// reports it.
+pub async fn prepare_ahead(d: Arc<Daemon>, c: Arc<Ctr>) {
+    let _op = c.op.lock().await;
+    if c.status() != Status::Created || c.is_held() || c.life.borrow().removed {
+        return;
+    }
+    let msg = match prepare(&d, &c, std::time::Instant::now()).await {
+        Ok(Ok(())) => return,
+        Ok(Err(msg)) => msg,
+        Err(e) => e.message,
     };
+    crate::log::debug(format_args!(
+        "prepare {} ahead of start: {msg}",
+        &c.id[..12]
+    ));
+}
+
+fn lap(c: &Ctr, t0: std::time::Instant, what: &str) {
+    crate::log::debug(format_args!(
+        "start {}: {what} at {:.2} ms",
+        &c.id[..12],
+        t0.elapsed().as_secs_f64() * 1000.0
+    ))
+}
+
+/// Overlay, config.json and a shim that has created the container and holds it before its
+/// program. Called with the container's op lock held. The inner error is the shim's: the
+/// start failed, as a failed task create does in dockerd.
+async fn prepare(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    t0: std::time::Instant,
+) -> ApiResult<Result<(), String>> {
     let paths = d.paths(&c.id);
     let root = ensure_rootfs(d, c)?;
     let rec = c.rec().clone();
@@ -101,7 +129,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     )?;
     // A previous run's shim state (socket, exit record) must not answer for this one.
     let _ = std::fs::remove_dir_all(&paths.shim);
-    lap("bundle written");
+    lap(c, t0, "bundle written");
     let launched = shim::launch(
         &d.cfg,
         &Launch {
@@ -118,14 +146,23 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     .await;
     if let Err(msg) = launched {
         let _ = std::fs::remove_dir_all(&paths.shim);
-        return Err(start_failed(
-            d,
-            c,
-            format!("failed to create task for container: {msg}: unknown"),
-        )
-        .await);
+        return Ok(Err(format!(
+            "failed to create task for container: {msg}: unknown"
+        )));
     }
-    lap("shim up, container created");
+    c.set_held(true);
+    lap(c, t0, "shim up, container created");
+    Ok(Ok(()))
+}
+
+async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
+    let t0 = std::time::Instant::now();
+    let paths = d.paths(&c.id);
+    if !c.is_held() {
+        if let Err(msg) = prepare(d, c, t0).await? {
+            return Err(start_failed(d, c, msg).await);
+        }
+    }
     // Attach clients that came before the start connect now, then the program runs.
     c.gate.send_modify(|g| g.generation += 1);
     let mut gate = c.gate.subscribe();
@@ -140,6 +177,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
             };
             let _ = shim::call(&paths.shim, &Request::Shutdown).await;
             let _ = std::fs::remove_dir_all(&paths.shim);
+            c.set_held(false);
             return Err(start_failed(
                 d,
                 c,
@@ -148,7 +186,8 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
             .await);
         }
     }
-    lap("started");
+    c.set_held(false);
+    lap(c, t0, "started");
     let pid = match shim::call(&paths.shim, &Request::State).await {
         Ok(Response::State(s)) => s.pid,
         _ => 0,
@@ -242,19 +281,19 @@ async fn monitor(d: Arc<Daemon>, c: Arc<Ctr>) {
 /// Records an exit, lets waiters go, and applies `--rm` or the restart policy.
 async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
     let sd = d.paths(&c.id).shim;
-    // The shim deletes the container from the runtime and exits.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        if let Ok(mut conn) = shim::Conn::connect(&sd).await {
-            let _ = conn.call(&Request::Shutdown).await;
-        }
-    })
-    .await;
-    crate::log::debug(format_args!(
-        "container {} exited; shim shut down",
-        &c.id[..12]
-    ));
-    let _ = std::fs::remove_dir_all(&sd);
-    let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
+    // `--rm`: the shim is shut down with the rest of the files, after the waiters are
+    // released.
+    if !c.rec().host_config.auto_remove {
+        // The shim deletes the container from the runtime and exits.
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            if let Ok(mut conn) = shim::Conn::connect(&sd).await {
+                let _ = conn.call(&Request::Shutdown).await;
+            }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&sd);
+        let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
+    }
     let (code, oom) = match &info {
         Some(i) => (i64::from(i.exit_code), i.oom_killed),
         None => (137, false),
@@ -280,7 +319,9 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
             r.restart_count,
         )
     };
-    let _ = d.save_state(c);
+    if !auto_remove {
+        let _ = d.save_state(c);
+    }
     if oom {
         d.container_event(c, "oom", &[]);
     }
@@ -291,7 +332,7 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
         l.exit_code = code;
     });
     if auto_remove {
-        let _ = remove(d, c, true, true).await;
+        remove_after_exit(d, c).await;
         return;
     }
     let restart = !manually_stopped
@@ -477,7 +518,35 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
     }
     c.rec().state.status = Status::Removing;
     let _ = d.save_state(c);
+    remove_files(d, c, volumes).await?;
+    unregister(d, c);
+    Ok(())
+}
+
+/// `--rm` after the exit: the container leaves the registry first — waiters on
+/// `condition=removed` and the name are released at once — and its files go after. The
+/// record says "removing" on disk until then, so a restart finishes the job.
+async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
+    let op = c.op.lock().await;
+    if c.life.borrow().removed {
+        return;
+    }
+    c.rec().state.status = Status::Removing;
+    let _ = d.save_state(c);
+    unregister(d, c);
+    drop(op);
+    if let Err(e) = remove_files(d, c, true).await {
+        crate::log::warn(format_args!("removing {}: {}", &c.id[..12], e.message));
+    }
+}
+
+/// The container's shim (a held one, or one a crash left), overlay, bundle, record and log,
+/// and with `volumes` its anonymous volumes.
+async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult<()> {
     let paths = d.paths(&c.id);
+    if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
+        release_held(d, c).await;
+    }
     rootfs::unmount(&paths).map_err(ApiError::internal)?;
     for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
         match std::fs::remove_dir_all(dir) {
@@ -491,18 +560,31 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
             }
         }
     }
-    let rec: Record = c.rec().clone();
     if volumes {
+        let rec: Record = c.rec().clone();
         for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
             if d.volumes.is_anonymous(&m.name) {
                 let _ = d.volumes.remove(&m.name, false, &|_| None);
             }
         }
     }
+    Ok(())
+}
+
+/// Shuts down the shim holding a created container (prepared ahead of a start).
+pub async fn release_held(d: &Daemon, c: &Ctr) {
+    let sd = d.paths(&c.id).shim;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(10), shim::call(&sd, &Request::Shutdown)).await;
+    let _ = std::fs::remove_dir_all(&sd);
+    c.set_held(false);
+}
+
+/// Out of the registry: name and id free, waiters and attach clients released.
+fn unregister(d: &Daemon, c: &Ctr) {
     d.containers.lock().unwrap().remove(&c.id);
     d.exec.lock().unwrap().forget_container(&c.id);
     c.life.send_modify(|l| l.removed = true);
     c.gate.send_modify(|g| g.closed = true);
     d.container_event(c, "destroy", &[]);
-    Ok(())
 }

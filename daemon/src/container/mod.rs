@@ -13,6 +13,7 @@ pub mod spec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -47,6 +48,9 @@ pub struct Ctr {
     pub gate: watch::Sender<Gate>,
     /// Serialises lifecycle operations (start/stop/remove) on this container.
     pub op: tokio::sync::Mutex<()>,
+    /// A shim has created the container and holds it before its program (a created
+    /// container prepared ahead of its start).
+    held: AtomicBool,
 }
 
 impl Ctr {
@@ -62,7 +66,16 @@ impl Ctr {
             .0,
             gate: watch::channel(Gate::default()).0,
             op: tokio::sync::Mutex::new(()),
+            held: AtomicBool::new(false),
         })
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    pub fn set_held(&self, held: bool) {
+        self.held.store(held, Ordering::Relaxed);
     }
 
     pub fn rec(&self) -> MutexGuard<'_, Record> {
