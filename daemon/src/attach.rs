@@ -47,6 +47,16 @@ pub async fn splice<C>(client: C, shim_side: AttachStream, stdin: bool)
 where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    splice_then(client, shim_side, stdin, async {}).await
+}
+
+/// [`splice`], running `before_end` once the output is over and before the client's stream
+/// ends (an exec records its exit code there: the docker CLI asks for it right after).
+pub async fn splice_then<C, F>(client: C, shim_side: AttachStream, stdin: bool, before_end: F)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: std::future::Future<Output = ()>,
+{
     let (mut cr, mut cw) = tokio::io::split(client);
     let AttachStream { pending, stream } = shim_side;
     let (mut sr, mut sw) = stream.into_split();
@@ -63,6 +73,7 @@ where
     if cw.write_all(&pending).await.is_ok() {
         let _ = tokio::io::copy(&mut sr, &mut cw).await;
     }
+    before_end.await;
     let _ = cw.shutdown().await;
     // Output is over (the container exited or we were dropped): stop reading input.
     tokio::time::sleep(Duration::from_millis(10)).await;

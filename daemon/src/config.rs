@@ -20,8 +20,6 @@ pub struct Config {
     pub log_max_file: u32,
     /// The berth-shim binary started for each container.
     pub shim: PathBuf,
-    /// The berth-runtime binary `docker exec` runs (`berth-runtime exec`).
-    pub runtime: PathBuf,
     /// Group owning the API sockets (Docker's `group`, default `docker` when it exists).
     pub group: Option<String>,
 }

@@ -31,9 +31,6 @@ struct Args {
     /// The berth-shim binary (default: beside berthd)
     #[arg(long)]
     shim: Option<PathBuf>,
-    /// The berth-runtime binary, for exec (default: beside berthd)
-    #[arg(long)]
-    runtime: Option<PathBuf>,
     /// Group owning the API socket
     #[arg(short = 'G', long)]
     group: Option<String>,
@@ -56,9 +53,6 @@ fn config(a: Args) -> anyhow::Result<Config> {
     let opts = file.log_opts.unwrap_or_default();
     let here = std::env::current_exe().context("locating berthd")?;
     let shim = a.shim.unwrap_or_else(|| here.with_file_name("berth-shim"));
-    let runtime = a
-        .runtime
-        .unwrap_or_else(|| here.with_file_name("berth-runtime"));
     Ok(Config {
         hosts,
         data_root: file.data_root.unwrap_or(a.data_root),
@@ -78,7 +72,6 @@ fn config(a: Args) -> anyhow::Result<Config> {
             .context("log-opts max-file")?
             .unwrap_or(1),
         shim,
-        runtime,
         group: a.group.or(file.group).or_else(|| Some("docker".into())),
     })
 }
@@ -98,12 +91,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!(
             "berth-shim not found at {} (build it, or pass --shim)",
             cfg.shim.display()
-        );
-    }
-    if !cfg.runtime.is_file() {
-        anyhow::bail!(
-            "berth-runtime not found at {} (build it, or pass --runtime)",
-            cfg.runtime.display()
         );
     }
     let rt = tokio::runtime::Builder::new_current_thread()

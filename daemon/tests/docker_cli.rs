@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::Berthd;
+use serde_json::json;
 
 #[test]
 fn version_and_info_negotiate() {
@@ -180,6 +181,12 @@ fn exec_runs_inside_with_exit_codes() {
     let o = d.docker(&["exec", "box", "sh", "-c", "echo in; exit 5"]);
     assert_eq!(o.status.code(), Some(5));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "in\n");
+    // Without a tty, stdout and stderr stay apart (multiplexed frames).
+    let o = d.docker(&["exec", "box", "sh", "-c", "echo o; echo e >&2; echo o2"]);
+    assert_eq!(
+        (o.stdout.as_slice(), o.stderr.as_slice(), o.status.code()),
+        (&b"o\no2\n"[..], &b"e\n"[..], Some(0))
+    );
     // stdin through exec -i
     let mut c = d
         .cmd()
@@ -197,6 +204,239 @@ fn exec_runs_inside_with_exit_codes() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
     let top = d.ok(&["top", "box"]);
     assert!(top.contains("sleep 300"), "{top}");
+}
+
+/// One Engine API request over berthd's socket (curl): the status and the body.
+fn api(d: &Berthd, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let mut c = std::process::Command::new("curl");
+    c.arg("-s")
+        .arg("--unix-socket")
+        .arg(&d.sock)
+        .args(["-X", method, "-w", "\n%{http_code}"]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let out = c.arg(format!("http://berth{path}")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn exec_user_workdir_env_and_missing_commands() {
+    let d = Berthd::start();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let script = "id -u; id -g; pwd; echo $A $PATH";
+    let out = d.ok(&[
+        "exec", "-u", "nobody", "-w", "/tmp", "-e", "A=b", "box", "sh", "-c", script,
+    ]);
+    assert_eq!(
+        out,
+        "65534\n65534\n/tmp\nb /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+    assert_eq!(
+        d.ok(&["exec", "-u", "1000:1001", "box", "sh", "-c", "id -u; id -g"]),
+        "1000\n1001\n"
+    );
+    // The container's own user and directory otherwise.
+    assert_eq!(d.ok(&["exec", "box", "sh", "-c", "id -u; pwd"]), "0\n/\n");
+    // A user the container does not know, a program it does not have: dockerd's codes.
+    let o = d.docker(&["exec", "-u", "nosuchuser", "box", "true"]);
+    assert_eq!(o.status.code(), Some(126), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("unable to find user nosuchuser"),
+        "{o:?}"
+    );
+    let o = d.docker(&["exec", "box", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+}
+
+#[test]
+fn exec_detached_and_its_events() {
+    let d = Berthd::start();
+    let since = (unix_now() - 1).to_string();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    d.ok(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 0.3; echo later > /tmp/d; exit 6",
+    ]);
+    assert!(d.eventually(Duration::from_secs(10), || {
+        d.docker(&["exec", "box", "cat", "/tmp/d"]).stdout == b"later\n"
+    }));
+    let until = (unix_now() + 1).to_string();
+    let ev = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "event=exec_die",
+        "--format",
+        "{{.Action}} {{index .Actor.Attributes \"exitCode\"}}",
+    ]);
+    assert!(ev.lines().any(|l| l == "exec_die 6"), "{ev}");
+    let ev = d.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--format",
+        "{{.Action}}",
+    ]);
+    for want in [
+        "exec_create: sh -c sleep 0.3; echo later > /tmp/d; exit 6",
+        "exec_start: sh -c sleep 0.3; echo later > /tmp/d; exit 6",
+    ] {
+        assert!(ev.lines().any(|l| l == want), "{want} missing from {ev}");
+    }
+}
+
+#[test]
+fn exec_into_a_stopped_container_is_refused() {
+    let d = Berthd::start();
+    d.ok(&["create", "--name", "idle", "busybox", "true"]);
+    let o = d.docker(&["exec", "idle", "true"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not running"), "{err}");
+    let (code, body) = api(
+        &d,
+        "POST",
+        "/containers/idle/exec",
+        Some(r#"{"Cmd":["true"]}"#),
+    );
+    assert_eq!(code, 409, "{body}");
+    // An exec created while it ran cannot start once it has stopped.
+    d.ok(&["run", "-d", "--name", "brief", "busybox", "sleep", "300"]);
+    let (code, body) = api(
+        &d,
+        "POST",
+        "/containers/brief/exec",
+        Some(r#"{"Cmd":["true"]}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = id["Id"].as_str().unwrap();
+    d.ok(&["kill", "brief"]);
+    let (code, body) = api(
+        &d,
+        "POST",
+        &format!("/exec/{id}/start"),
+        Some(r#"{"Detach":true}"#),
+    );
+    assert_eq!(code, 409, "{body}");
+    let (code, _) = api(&d, "GET", "/exec/0123/json", None);
+    assert_eq!(code, 404);
+}
+
+/// `docker exec -it` under a pty (`script`): a tty inside, the CLI's size, a resize sent
+/// through the API seen by the process, and the exit code.
+#[test]
+fn exec_interactive_under_a_pty_with_resize() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let d = Berthd::start();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let mut c = std::process::Command::new("script")
+        .args([
+            "-qec",
+            "stty rows 33 cols 111; docker exec -it box sh",
+            "/dev/null",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", d.sock.display()))
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let seen = seen.clone();
+        let mut out = c.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let text = || String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin
+        .write_all(b"tty && echo is-a-tty; echo size-$(stty size)-\n")
+        .unwrap();
+    assert!(
+        d.eventually(Duration::from_secs(20), || text().contains("size-33 111-")),
+        "{}",
+        text()
+    );
+    assert!(text().contains("/dev/pts/") && text().contains("is-a-tty"));
+    let ids = d.ok(&["inspect", "-f", "{{range .ExecIDs}}{{.}} {{end}}", "box"]);
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let (code, body) = api(
+        &d,
+        "POST",
+        &format!("/exec/{}/resize?h=40&w=120", ids[0]),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    stdin
+        .write_all(b"echo now-$(stty size)-; exit 4\n")
+        .unwrap();
+    let status = c.wait().unwrap();
+    reader.join().unwrap();
+    assert!(text().contains("now-40 120-"), "{}", text());
+    assert_eq!(status.code(), Some(4), "{}", text());
+    let (code, body) = api(&d, "GET", &format!("/exec/{}/json", ids[0]), None);
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((&v["Running"], &v["ExitCode"]), (&json!(false), &json!(4)));
+    assert!(v["Pid"].as_i64().unwrap() > 0, "{v}");
+}
+
+#[test]
+fn exec_survives_berthd_kill_9() {
+    let mut d = Berthd::start();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    d.ok(&[
+        "exec",
+        "-d",
+        "box",
+        "sh",
+        "-c",
+        "sleep 1.5; echo outlived > /tmp/s; exit 3",
+    ]);
+    let id = d.ok(&["inspect", "-f", "{{range .ExecIDs}}{{.}}{{end}}", "box"]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id:?}");
+    d.kill9();
+    d.spawn();
+    // Reported by the shim after the restart; then its end is recorded.
+    let (code, body) = api(&d, "GET", &format!("/exec/{id}/json"), None);
+    assert_eq!(code, 200, "{body}");
+    assert!(d.eventually(Duration::from_secs(10), || {
+        let (_, body) = api(&d, "GET", &format!("/exec/{id}/json"), None);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["Running"] == json!(false) && v["ExitCode"] == json!(3)
+    }));
+    assert_eq!(d.ok(&["exec", "box", "cat", "/tmp/s"]), "outlived\n");
 }
 
 #[test]

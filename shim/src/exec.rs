@@ -506,7 +506,10 @@ impl Shim {
                 input_open: true,
             }),
         );
-        Response::Attached { tty }
+        Response::Attached {
+            tty,
+            pid: Some(pid),
+        }
     }
 
     pub(crate) fn wait_exec(&mut self, conn: usize, id: &str) -> Option<Response> {
@@ -560,7 +563,7 @@ impl Shim {
                 message: format!("exec {id} is not running"),
             };
         };
-        let (tty, stdin) = (e.tty, stdin && e.stdin.is_open());
+        let (tty, pid, stdin) = (e.tty, e.pid, stdin && e.stdin.is_open());
         self.set_mode(
             conn,
             Mode::Attached(Attach {
@@ -571,7 +574,10 @@ impl Shim {
                 input_open: true,
             }),
         );
-        Response::Attached { tty }
+        Response::Attached {
+            tty,
+            pid: Some(pid),
+        }
     }
 
     pub(crate) fn resize_exec(&mut self, id: &str, rows: u16, cols: u16) -> Response {

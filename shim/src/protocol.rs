@@ -144,9 +144,12 @@ pub enum Response {
     State(State),
     /// The answer to `wait`.
     Exited(ExitInfo),
-    /// The connection is now an attach stream.
+    /// The connection is now an attach stream. `pid` is the exec's (host pid namespace) when
+    /// the stream is an exec's; absent for the container's own.
     Attached {
         tty: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<i32>,
     },
     /// The answer to `exec` without `attach`: the process runs.
     ExecStarted {
@@ -339,7 +342,7 @@ impl Client {
         req: &Request,
     ) -> Result<Result<(AttachStream, bool), Response>, ClientError> {
         match self.call(req)? {
-            Response::Attached { tty } => {
+            Response::Attached { tty, .. } => {
                 // The reply line was read through a BufReader: bytes already buffered belong
                 // to the stream.
                 let pending = self.reader.buffer().to_vec();
@@ -449,8 +452,20 @@ mod tests {
             r#"{"reply":"ok"}"#
         );
         assert_eq!(
-            serde_json::to_string(&Response::Attached { tty: false }).unwrap(),
+            serde_json::to_string(&Response::Attached {
+                tty: false,
+                pid: None
+            })
+            .unwrap(),
             r#"{"reply":"attached","tty":false}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::Attached {
+                tty: true,
+                pid: Some(42)
+            })
+            .unwrap(),
+            r#"{"reply":"attached","tty":true,"pid":42}"#
         );
     }
 

@@ -914,7 +914,10 @@ impl Shim {
                         input_open: true,
                     }),
                 );
-                Some(Response::Attached { tty: self.tty })
+                Some(Response::Attached {
+                    tty: self.tty,
+                    pid: None,
+                })
             }
             Request::Resize { rows, cols, .. } => {
                 if !self.tty {

@@ -1,18 +1,52 @@
-//! /containers/{id}/exec and /exec/{id}/… endpoints.
+//! /containers/{id}/exec and /exec/{id}/… endpoints: the Docker view of exec sessions, each
+//! run by its container's shim (`crate::exec`).
 
-use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::Ctx;
-use crate::attach::{switching, wants_upgrade};
-use crate::exec::{ExecConfig, Session};
+use crate::attach::{splice_then, switching, wants_upgrade};
+use crate::container::model::Status;
+use crate::container::shim::{self, AttachStream, Request as ShimReq, Response as ShimResp};
+use crate::container::Ctr;
+use crate::daemon::Daemon;
+use crate::exec::{self as sessions, ExecConfig, Session};
 use crate::http::{self, ok_json, read_json, status, ApiError, ApiResult};
+
+/// How long the shim may take to start an exec before the start fails.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exec needs a running container: dockerd's refusals (409) otherwise.
+fn runnable(c: &Ctr) -> ApiResult<()> {
+    match c.status() {
+        Status::Running => Ok(()),
+        Status::Paused => Err(ApiError::conflict(format!(
+            "Container {} is paused, unpause the container before exec",
+            c.id
+        ))),
+        Status::Restarting => Err(ApiError::conflict(format!(
+            "Container {} is restarting, wait until the container is running",
+            c.id
+        ))),
+        _ => Err(ApiError::conflict(format!(
+            "container {} is not running",
+            c.id
+        ))),
+    }
+}
+
+/// Docker's event action text: entrypoint, a space, the arguments.
+fn action(what: &str, cmd: &[String]) -> String {
+    let (first, rest) = cmd.split_first().map_or(("", &[][..]), |(f, r)| (f, r));
+    format!("{what}: {first} {}", rest.join(" "))
+}
 
 pub async fn create(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
     let c = ctx.d.find(id)?;
@@ -20,18 +54,14 @@ pub async fn create(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
     if cfg.cmd.is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
     }
-    if c.status() != crate::container::model::Status::Running {
-        return Err(ApiError::conflict(format!(
-            "container {} is not running",
-            c.id
-        )));
-    }
+    runnable(&c)?;
     if cfg.privileged {
         return Err(ApiError::bad_request(
             "exec --privileged is not supported by berthd yet",
         ));
     }
     let exec_id = crate::util::random_id();
+    let event = action("exec_create", &cfg.cmd);
     ctx.d.exec.lock().unwrap().insert(Session {
         id: exec_id.clone(),
         container: c.id.clone(),
@@ -41,6 +71,8 @@ pub async fn create(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
         exit_code: None,
         pid: 0,
     });
+    ctx.d
+        .container_event(&c, &event, &[("execID", exec_id.clone())]);
     Ok(http::json(StatusCode::CREATED, &json!({"Id": exec_id})))
 }
 
@@ -52,221 +84,256 @@ struct StartBody {
     console_size: Option<[u16; 2]>,
 }
 
-fn session(ctx: &Ctx, id: &str) -> ApiResult<Session> {
-    ctx.d
-        .exec
-        .lock()
-        .unwrap()
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
+/// A session berthd knows, or one a shim reports (berthd was restarted since it started).
+async fn session(ctx: &Ctx, id: &str) -> ApiResult<Session> {
+    let known = ctx.d.exec.lock().unwrap().get(id).cloned();
+    match known {
+        Some(s) => Ok(s),
+        None => sessions::find_in_shims(&ctx.d, id)
+            .await
+            .ok_or_else(|| no_such_exec(id)),
+    }
+}
+
+fn no_such_exec(id: &str) -> ApiError {
+    ApiError::not_found(format!("No such exec instance: {id}"))
+}
+
+/// Marks the session started (once: a second start is refused as dockerd does).
+fn claim(d: &Daemon, id: &str) -> ApiResult<Session> {
+    let mut t = d.exec.lock().unwrap();
+    let s = t.get_mut(id).ok_or_else(|| no_such_exec(id))?;
+    if s.started {
+        let what = if s.running {
+            "is already running"
+        } else {
+            "has already run"
+        };
+        return Err(ApiError::conflict(format!(
+            "Error: Exec command {id} {what}"
+        )));
+    }
+    s.started = true;
+    s.running = true;
+    Ok(s.clone())
+}
+
+/// What the shim said to a start.
+enum Started {
+    /// Attached: the stream, from the process's first byte.
+    Stream(AttachStream),
+    /// Detached.
+    Detached,
+    /// Not started: the message (the session is finished with Docker's code for it).
+    Failed(String),
+}
+
+/// Asks the container's shim to start the session's process (attached unless `detach`).
+async fn run_in_shim(
+    d: &Arc<Daemon>,
+    c: &Ctr,
+    s: &Session,
+    b: &StartBody,
+    tty: bool,
+) -> ApiResult<Started> {
+    let process = match sessions::process(&s.config, &d.paths(&c.id).merged(), tty, b.console_size)
+    {
+        Ok(p) => p,
+        Err(e) => return Ok(Started::Failed(e.message)),
+    };
+    let req = ShimReq::Exec {
+        exec_id: s.id.clone(),
+        process,
+        attach: !b.detach,
+    };
+    let sd = d.paths(&c.id).shim;
+    let asked = tokio::time::timeout(START_TIMEOUT, async {
+        let conn = shim::Conn::connect(&sd).await?;
+        if b.detach {
+            let mut conn = conn;
+            conn.call(&req).await.map(Err)
+        } else {
+            conn.switch(&req).await
+        }
+    })
+    .await
+    .unwrap_or(Err(shim::CallError::Timeout));
+    let (pid, started) = match asked {
+        Ok(Ok(sw)) => (sw.pid, Started::Stream(sw.stream)),
+        Ok(Err(ShimResp::ExecStarted { pid })) => (Some(pid), Started::Detached),
+        Ok(Err(ShimResp::Error { message })) => return Ok(Started::Failed(message)),
+        Ok(Err(other)) => {
+            return Ok(Started::Failed(format!(
+                "unexpected reply from the shim: {other:?}"
+            )))
+        }
+        Err(e) => return Ok(Started::Failed(e.to_string())),
+    };
+    if let Some(x) = d.exec.lock().unwrap().get_mut(&s.id) {
+        x.pid = pid.unwrap_or(0);
+    }
+    Ok(started)
 }
 
 pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
-    let s = session(ctx, id)?;
     let upgrade = wants_upgrade(&req);
     let (parts, body) = req.into_parts();
     let b: StartBody = read_json(body).await?;
     let mut req = Request::from_parts(parts, ());
-    if s.started {
-        return Err(ApiError::conflict(format!(
-            "Error: Exec command {id} has already run"
-        )));
-    }
-    let c = ctx.d.find(&s.container)?;
-    if !c.status().is_running() {
-        return Err(ApiError::conflict(format!(
-            "container {} is not running",
-            c.id
-        )));
-    }
+    let container = ctx
+        .d
+        .exec
+        .lock()
+        .unwrap()
+        .get(id)
+        .map(|s| s.container.clone())
+        .ok_or_else(|| no_such_exec(id))?;
+    let c = ctx.d.find(&container)?;
+    runnable(&c)?;
+    let s = claim(&ctx.d, id)?;
     let tty = b.tty || s.config.tty;
-    let user = if s.config.user.is_empty() {
-        None
-    } else {
-        let root = ctx.d.paths(&c.id).merged();
-        let passwd =
-            crate::container::rootfs::read_in_root(&root, "etc/passwd").unwrap_or_default();
-        let group = crate::container::rootfs::read_in_root(&root, "etc/group").unwrap_or_default();
-        Some(crate::container::spec::resolve_user(
-            &s.config.user,
-            &passwd,
-            &group,
-            &[],
-        )?)
-    };
-    // `berth-runtime exec` runs the process in every namespace and cgroup of the container,
-    // with the container's process (env, cwd, user, capabilities) as the base, as runc does.
-    let mut cmd = tokio::process::Command::new(&ctx.d.cfg.runtime);
-    cmd.arg("--root")
-        .arg(ctx.d.cfg.exec_root.join("runtime"))
-        .arg("exec");
-    if tty {
-        cmd.arg("--tty");
-    }
-    for e in s.config.env.iter().flatten() {
-        cmd.arg("--env").arg(e);
-    }
-    if !s.config.working_dir.is_empty() {
-        cmd.arg("--cwd").arg(&s.config.working_dir);
-    }
-    if let Some(u) = &user {
-        cmd.arg("--user").arg(format!("{}:{}", u.uid, u.gid));
-        for g in &u.additional_gids {
-            cmd.arg("--additional-gids").arg(g.to_string());
-        }
-    }
-    cmd.arg(&c.id).arg("--").args(&s.config.cmd);
-    let stdin = s.config.attach_stdin && !b.detach;
-    cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(if b.detach {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
-        .stderr(if b.detach {
-            Stdio::null()
-        } else {
-            Stdio::piped()
-        })
-        .kill_on_drop(false);
-    let mut child = cmd.spawn().map_err(|e| {
-        ApiError::internal(format!("starting {}: {e}", ctx.d.cfg.runtime.display()))
-    })?;
-    if let Some(x) = ctx.d.exec.lock().unwrap().get_mut(id) {
-        x.started = true;
-        x.running = true;
-        x.pid = child.id().map_or(0, |p| p as i32);
-    }
     ctx.d.container_event(
         &c,
-        &format!("exec_start: {}", s.config.cmd.join(" ")),
+        &action("exec_start", &s.config.cmd),
         &[("execID", s.id.clone())],
     );
+    let started = run_in_shim(&ctx.d, &c, &s, &b, tty).await?;
     let d = ctx.d.clone();
-    let exec_id = s.id.clone();
-    let record = move |d: &crate::daemon::Daemon, code: i64| {
-        if let Some(x) = d.exec.lock().unwrap().get_mut(&exec_id) {
-            x.running = false;
-            x.exit_code = Some(code);
-        }
-    };
-    if b.detach {
-        tokio::spawn(async move {
-            let code = child.wait().await.map_or(-1, exit_code);
-            record(&d, code);
-        });
-        return status(StatusCode::OK);
-    }
-    let out = child.stdout.take().expect("piped");
-    let err = child.stderr.take().expect("piped");
-    let input = child.stdin.take();
-    if !upgrade {
-        let (tx, reply) = http::stream("application/vnd.docker.multiplexed-stream");
-        tokio::spawn(async move {
-            let (mut w, mut r) = tokio::io::duplex(64 * 1024);
-            // The exit code is recorded before the stream ends: the docker CLI asks for it
-            // as soon as the output is over.
-            let relay = tokio::spawn(async move {
-                relay_output(out, err, tty, &mut w).await;
-                let code = child.wait().await.map_or(-1, exit_code);
-                record(&d, code);
-                let _ = w.shutdown().await;
-            });
-            http::pump(&mut r, &tx).await;
-            let _ = relay.await;
-        });
-        return Ok(reply);
-    }
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        if let Ok(up) = on_upgrade.await {
-            let (mut cr, cw) = tokio::io::split(TokioIo::new(up));
-            let feeder = tokio::spawn(async move {
-                if let Some(mut i) = input {
-                    let _ = tokio::io::copy(&mut cr, &mut i).await;
-                    let _ = i.shutdown().await;
-                } else {
-                    let mut sink = [0u8; 1024];
-                    while matches!(cr.read(&mut sink).await, Ok(n) if n > 0) {}
+    match started {
+        Started::Failed(msg) => {
+            // As dockerd: the code is recorded first (the CLI asks for it once the stream
+            // ends); a detached start answers with the error, an attached one writes it to
+            // the stream.
+            crate::log::debug(format_args!("exec {id} in {}: {msg}", c.id));
+            sessions::finish(&d, &c, id, Some(sessions::start_error_code(&msg)));
+            if b.detach {
+                return Err(ApiError::new(start_error_status(&msg), msg));
+            }
+            let text = format!("{msg}\r\n");
+            if !upgrade {
+                let (tx, reply) = http::stream(content_type(tty));
+                let _ = tx.try_send(framed(tty, text.as_bytes()).into());
+                return Ok(reply);
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on_upgrade.await {
+                    let mut io = TokioIo::new(up);
+                    let _ = io.write_all(&framed(tty, text.as_bytes())).await;
+                    let _ = io.shutdown().await;
                 }
             });
-            let mut cw = cw;
-            relay_output(out, err, tty, &mut cw).await;
-            feeder.abort();
-            // The exit code is recorded before the stream ends: the docker CLI asks for it
-            // as soon as the output is over.
-            let code = child.wait().await.map_or(-1, exit_code);
-            record(&d, code);
-            let _ = cw.shutdown().await;
-            return;
+            Ok(switching(tty))
         }
-        let code = child.wait().await.map_or(-1, exit_code);
-        record(&d, code);
-    });
-    Ok(switching(tty))
-}
-
-fn exit_code(st: std::process::ExitStatus) -> i64 {
-    use std::os::unix::process::ExitStatusExt;
-    st.code()
-        .map_or_else(|| 128 + i64::from(st.signal().unwrap_or(0)), i64::from)
-}
-
-/// Copies the process's stdout and stderr to `w`: Docker's 8-byte frames without a tty, the
-/// bytes as they are with one; returns when both are done (the caller ends `w`).
-async fn relay_output<W>(
-    mut out: tokio::process::ChildStdout,
-    mut err: tokio::process::ChildStderr,
-    tty: bool,
-    w: &mut W,
-) where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let (mut ob, mut eb) = (vec![0u8; 32 * 1024], vec![0u8; 32 * 1024]);
-    let (mut out_open, mut err_open) = (true, true);
-    while out_open || err_open {
-        let (n, stream) = tokio::select! {
-            r = out.read(&mut ob), if out_open => (r.unwrap_or(0), 1u8),
-            r = err.read(&mut eb), if err_open => (r.unwrap_or(0), 2u8),
-        };
-        if n == 0 {
-            if stream == 1 {
-                out_open = false
-            } else {
-                err_open = false
-            }
-            continue;
+        Started::Detached => {
+            tokio::spawn(async move { sessions::wait_and_finish(&d, &c, &s.id).await });
+            status(StatusCode::OK)
         }
-        let data = if stream == 1 { &ob[..n] } else { &eb[..n] };
-        let ok = if tty {
-            w.write_all(data).await
-        } else {
-            match w
-                .write_all(&berth_shim::protocol::frame_header(stream, n))
-                .await
-            {
-                Ok(()) => w.write_all(data).await,
-                Err(e) => Err(e),
-            }
-        };
-        if ok.is_err() {
-            break;
+        Started::Stream(stream) if !upgrade => {
+            // A plain (non-hijacked) start: the output is the body; no stdin.
+            let (tx, reply) = http::stream(content_type(tty));
+            tokio::spawn(async move {
+                let AttachStream {
+                    pending,
+                    mut stream,
+                } = stream;
+                if pending.is_empty() || tx.send(pending.into()).await.is_ok() {
+                    http::pump(&mut stream, &tx).await;
+                }
+                drop(stream);
+                // Recorded before the body ends: the CLI asks as soon as the output is over.
+                sessions::wait_and_finish(&d, &c, &s.id).await;
+                drop(tx);
+            });
+            Ok(reply)
+        }
+        Started::Stream(stream) => {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            let stdin = s.config.attach_stdin;
+            tokio::spawn(async move {
+                let recorded = sessions::wait_and_finish(&d, &c, &s.id);
+                match on_upgrade.await {
+                    // Recorded before the stream ends: the CLI asks as soon as the output
+                    // is over.
+                    Ok(up) => splice_then(TokioIo::new(up), stream, stdin, recorded).await,
+                    Err(_) => {
+                        // The client is gone: the process runs on; its end is still
+                        // recorded.
+                        drop(stream);
+                        recorded.await;
+                    }
+                }
+            });
+            Ok(switching(tty))
         }
     }
 }
 
-/// The exec's pty belongs to its `berth-runtime exec` relay, which has no resize channel
-/// yet: refused clearly (the docker CLI goes on with the default size).
+fn content_type(tty: bool) -> &'static str {
+    if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    }
+}
+
+/// `data` as the stdout of a stream: raw with a tty, in a frame without.
+fn framed(tty: bool, data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(data.len() + 8);
+    if !tty {
+        v.extend_from_slice(&berth_shim::protocol::frame_header(
+            berth_shim::protocol::STREAM_STDOUT,
+            data.len(),
+        ));
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// dockerd answers a detached start that failed with 400 when the program is missing or
+/// not executable (a bad request), 500 for anything else.
+fn start_error_status(msg: &str) -> StatusCode {
+    let m = msg.to_ascii_lowercase();
+    if sessions::start_error_code(msg) == 127 || m.contains("permission denied") {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+/// POST /exec/{id}/resize?h=&w=: the exec's pty, through its shim.
 pub async fn resize(ctx: &Ctx, id: &str) -> ApiResult {
-    session(ctx, id)?;
-    Err(ApiError::not_implemented(
-        "resizing an exec's terminal is not supported by berthd yet (it keeps 80x24)",
-    ))
+    let dim = |k: &str| -> ApiResult<u16> {
+        let v = ctx.query.int(k)?.unwrap_or(0);
+        u16::try_from(v).map_err(|_| ApiError::bad_request(format!("invalid resize {k}: {v}")))
+    };
+    let (rows, cols) = (dim("h")?, dim("w")?);
+    let s = session(ctx, id).await?;
+    if !s.started {
+        return Err(ApiError::bad_request("exec process is not started"));
+    }
+    if !s.running {
+        return Err(ApiError::conflict(format!("Exec {id} is not running")));
+    }
+    let req = ShimReq::Resize {
+        rows,
+        cols,
+        exec_id: Some(s.id.clone()),
+    };
+    match shim::call(&ctx.d.paths(&s.container).shim, &req).await {
+        Ok(ShimResp::Ok) => status(StatusCode::OK),
+        // Without a tty there is nothing to size: accepted, as containerd does.
+        Ok(ShimResp::Error { .. }) if !s.config.tty => status(StatusCode::OK),
+        Ok(ShimResp::Error { message }) => Err(ApiError::conflict(message)),
+        Ok(other) => Err(ApiError::internal(format!(
+            "unexpected reply from the shim: {other:?}"
+        ))),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 pub async fn inspect(ctx: &Ctx, id: &str) -> ApiResult {
-    let s = session(ctx, id)?;
+    let s = session(ctx, id).await?;
     ok_json(&json!({
         "ID": s.id,
         "Running": s.running,

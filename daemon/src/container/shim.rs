@@ -120,23 +120,38 @@ impl Conn {
     /// Sends an attach request; on success the connection is a raw stream from here on.
     /// Returns the stream (with any bytes already buffered) and whether it is a tty.
     pub async fn attach(
-        mut self,
+        self,
         req: &Request,
     ) -> Result<Result<(AttachStream, bool), Response>, CallError> {
+        Ok(self.switch(req).await?.map(|s| (s.stream, s.tty)))
+    }
+
+    /// Sends a request that switches the connection to an attach stream (`attach`, or `exec`
+    /// with `attach: true`); on `attached`, the stream with the shim's account of it.
+    pub async fn switch(mut self, req: &Request) -> Result<Result<Switched, Response>, CallError> {
         match self.call(req).await? {
-            Response::Attached { tty } => {
+            Response::Attached { tty, pid } => {
                 let pending = self.stream.buffer().to_vec();
-                Ok(Ok((
-                    AttachStream {
+                Ok(Ok(Switched {
+                    stream: AttachStream {
                         pending,
                         stream: self.stream.into_inner(),
                     },
                     tty,
-                )))
+                    pid,
+                }))
             }
             other => Ok(Err(other)),
         }
     }
+}
+
+/// A connection switched to an attach stream.
+pub struct Switched {
+    pub stream: AttachStream,
+    pub tty: bool,
+    /// The exec's pid (host pid namespace) when the stream is an exec's.
+    pub pid: Option<i32>,
 }
 
 pub struct AttachStream {
