@@ -135,30 +135,53 @@ pub fn finish(d: &Daemon, c: &Ctr, exec_id: &str, code: Option<i64>) {
     d.container_event(c, "exec_die", &attrs);
 }
 
-/// Waits (on a connection of its own) until the shim has recorded the exec's exit, then
-/// [`finish`]es the session. Returns at once for an exec that has already ended.
-pub async fn wait_and_finish(d: &Arc<Daemon>, c: &Ctr, exec_id: &str) {
-    let sd = d.paths(&c.id).shim;
-    let r = match shim::Conn::connect(&sd).await {
-        Ok(mut conn) => {
-            conn.call(&Request::Wait {
-                exec_id: Some(exec_id.to_string()),
-            })
-            .await
+/// A `wait` for one exec, parked in its shim as soon as the exec runs: the shim answers it
+/// when it records the exit — before it closes the exec's attach streams, and even if the
+/// container's end shuts the shim down right after.
+pub struct ExitWatch {
+    exec_id: String,
+    conn: Result<shim::Conn, shim::CallError>,
+}
+
+impl ExitWatch {
+    pub async fn park(d: &Daemon, c: &Ctr, exec_id: &str) -> ExitWatch {
+        let wait = Request::Wait {
+            exec_id: Some(exec_id.to_string()),
+        };
+        let conn = match shim::Conn::connect(&d.paths(&c.id).shim).await {
+            Ok(mut conn) => conn.send(&wait).await.map(|()| conn),
+            Err(e) => Err(e),
+        };
+        ExitWatch {
+            exec_id: exec_id.to_string(),
+            conn,
         }
-        Err(e) => Err(e),
-    };
-    let code = match r {
-        Ok(Response::Exited(ExitInfo { exit_code, .. })) => Some(i64::from(exit_code)),
-        other => {
-            crate::log::warn(format_args!(
-                "exec {exec_id} in {}: no exit code from the shim: {other:?}",
-                c.id
-            ));
-            None
-        }
-    };
-    finish(d, c, exec_id, code);
+    }
+
+    /// Waits for the shim's answer, then [`finish`]es the session.
+    pub async fn finish(self, d: &Daemon, c: &Ctr) {
+        let r = match self.conn {
+            Ok(mut conn) => conn.reply().await,
+            Err(e) => Err(e),
+        };
+        let code = match r {
+            Ok(Response::Exited(ExitInfo { exit_code, .. })) => Some(i64::from(exit_code)),
+            other => {
+                crate::log::warn(format_args!(
+                    "exec {} in {}: no exit code from the shim: {other:?}",
+                    self.exec_id, c.id
+                ));
+                // Its container is gone: the process went with it (SIGKILL by the kernel).
+                (!c.status().is_running()).then_some(137)
+            }
+        };
+        finish(d, c, &self.exec_id, code);
+    }
+}
+
+/// Waits until the shim has recorded the exec's exit, then [`finish`]es the session.
+pub async fn wait_and_finish(d: &Daemon, c: &Ctr, exec_id: &str) {
+    ExitWatch::park(d, c, exec_id).await.finish(d, c).await
 }
 
 /// An exec id berthd does not know (it was restarted): looked up in the shims of running
@@ -192,7 +215,14 @@ pub async fn find_in_shims(d: &Arc<Daemon>, id: &str) -> Option<Session> {
             exit_code: e.exit.as_ref().map(|x| i64::from(x.exit_code)),
             pid: e.pid,
         };
-        d.exec.lock().unwrap().insert(s.clone());
+        {
+            // Two lookups may race: the first one recorded is the session (and has the waiter).
+            let mut t = d.exec.lock().unwrap();
+            if let Some(known) = t.get(id) {
+                return Some(known.clone());
+            }
+            t.insert(s.clone());
+        }
         if s.running {
             let d = d.clone();
             let id = id.to_string();

@@ -258,6 +258,32 @@ fn exec_user_workdir_env_and_missing_commands() {
     assert_eq!(o.status.code(), Some(127), "{o:?}");
 }
 
+/// Exec output has no log to fall back on: a reader slower than the process gets every
+/// byte (the process waits), and stdin carries large input whole.
+#[test]
+fn exec_streams_large_output_and_input_whole() {
+    let d = Berthd::start();
+    d.ok(&["run", "-d", "--name", "box", "busybox", "sleep", "300"]);
+    let o = d.docker(&["exec", "box", "head", "-c", "30000000", "/dev/zero"]);
+    assert_eq!((o.stdout.len(), o.status.code()), (30_000_000, Some(0)));
+    let data: Vec<u8> = (0..6_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut c = d
+        .cmd()
+        .args(["exec", "-i", "box", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let feed = {
+        let data = data.clone();
+        std::thread::spawn(move || stdin.write_all(&data).unwrap())
+    };
+    let out = c.wait_with_output().unwrap();
+    feed.join().unwrap();
+    assert!(out.stdout == data, "{} bytes back", out.stdout.len());
+}
+
 #[test]
 fn exec_detached_and_its_events() {
     let d = Berthd::start();

@@ -2,8 +2,10 @@
 //! or raw bytes with a tty) behind a bounded queue each, and their input relayed to the
 //! container's stdin.
 //!
-//! Back-pressure: output never waits for a client. A client more than
+//! Back-pressure: the container's output never waits for a client. A client more than
 //! [`ATTACH_BUFFER_LIMIT`] bytes behind is dropped; the log has already taken the bytes.
+//! An exec's output has no log: its clients are never dropped for being slow, the exec's
+//! reads pause instead (`crate::exec`).
 //! Input does wait: a client's input is read only while stdin has room, so a container that
 //! does not read its stdin slows only the client typing into it.
 
@@ -15,8 +17,8 @@ use crate::logfile::Stream;
 use crate::protocol::{frame_header, ATTACH_BUFFER_LIMIT, STREAM_STDERR, STREAM_STDOUT};
 
 /// Send `data` read from `stream` of `target` (the container, or an exec's slot) to every
-/// client attached to it that asked for that stream; the slots of clients that are gone or
-/// too far behind are pushed to `drop`.
+/// client attached to it that asked for that stream; the slots of clients that are gone (or,
+/// for the container, too far behind) are pushed to `drop`.
 pub fn broadcast(
     conns: &mut [Option<Conn>],
     target: Option<usize>,
@@ -50,7 +52,7 @@ pub fn broadcast(
         } else {
             c.send(&[&hdr, data])
         };
-        if sent.is_err() || c.pending() > ATTACH_BUFFER_LIMIT {
+        if sent.is_err() || (target.is_none() && c.pending() > ATTACH_BUFFER_LIMIT) {
             drop.push(slot);
         }
     }
@@ -203,6 +205,33 @@ mod tests {
             }
         }
         assert_eq!(dropped, vec![1]);
+    }
+
+    #[test]
+    fn an_execs_slow_client_is_kept() {
+        let (mut c, _r) = attached(true, true);
+        c.mode = Mode::Attached(Attach {
+            exec: Some(0),
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            input_open: true,
+        });
+        let mut conns = vec![Some(c)];
+        let mut dropped = Vec::new();
+        let big = vec![b'x'; 256 * 1024];
+        for _ in 0..16 {
+            broadcast(
+                &mut conns,
+                Some(0),
+                false,
+                Stream::Stdout,
+                &big,
+                &mut dropped,
+            );
+        }
+        assert!(dropped.is_empty());
+        assert!(conns[0].as_ref().unwrap().pending() > ATTACH_BUFFER_LIMIT);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! Processes started in the running container on request (`exec`), through the runtime
 //! library: each has its own stdio (pipes, or a pty master with resize), its pidfd and its
 //! exit record. Their output goes to attached clients only — dockerd does not log exec
-//! output either — and the shim always drains it, so an exec never blocks on a full pipe.
+//! output either, so a byte a client misses is lost.
+//!
+//! Back-pressure: an exec's output is read only while every client attached to it has less
+//! than [`OUTPUT_HIGH`] bytes queued; a slow client slows the process (it blocks on its full
+//! pipe or pty), as with dockerd, and is never dropped for being slow. Without attached
+//! clients (detached, or the client left) the output is drained and discarded, so an exec
+//! never blocks on a pipe nobody reads.
 //!
 //! The process is the container's own (`process` of config.json: env, cwd, user,
 //! capabilities, rlimits…) with the request's fields on top, as `runc exec` does.
@@ -16,7 +22,7 @@ use berth_runtime::sys::{self as rsys, Exit};
 use oci_spec::runtime::Process;
 
 use crate::attach::{self, Stdin};
-use crate::control::{Attach, Mode};
+use crate::control::{Attach, Conn, Mode};
 use crate::logfile::Stream;
 use crate::protocol::{ExecProcess, ExitInfo, Response};
 use crate::shim::{Shim, DRAIN_TIMEOUT, EXEC_BIT, READS_PER_WAKE, READ_BUF};
@@ -34,6 +40,18 @@ fn token(slot: usize, gen: u32, src: u8) -> u64 {
 
 /// Finished execs kept for `wait` and `state` (the oldest goes first).
 pub const KEEP_FINISHED: usize = 64;
+
+/// Output queued for an attached client beyond which the exec's output is no longer read
+/// until that client catches up.
+pub const OUTPUT_HIGH: usize = 64 * 1024;
+
+/// A client attached to the exec in `slot` has [`OUTPUT_HIGH`] bytes or more queued.
+fn backed_up(conns: &[Option<Conn>], slot: usize) -> bool {
+    conns.iter().flatten().any(|c| {
+        matches!(c.mode, Mode::Attached(Attach { exec: Some(x), .. }) if x == slot)
+            && c.pending() >= OUTPUT_HIGH
+    })
+}
 
 pub struct Exec {
     pub id: String,
@@ -211,6 +229,7 @@ impl Shim {
     pub(crate) fn arm_execs(&mut self) {
         for (slot, e) in self.execs.iter_mut().enumerate() {
             let Some(e) = e else { continue };
+            let read = !backed_up(&self.conns, slot);
             let sources = [
                 (
                     SRC_PIDFD,
@@ -219,12 +238,12 @@ impl Shim {
                 ),
                 (
                     SRC_OUT,
-                    e.out[0].as_ref().map(|f| f.as_raw_fd()),
+                    e.out[0].as_ref().filter(|_| read).map(|f| f.as_raw_fd()),
                     libc::POLLIN,
                 ),
                 (
                     SRC_ERR,
-                    e.out[1].as_ref().map(|f| f.as_raw_fd()),
+                    e.out[1].as_ref().filter(|_| read).map(|f| f.as_raw_fd()),
                     libc::POLLIN,
                 ),
                 (
@@ -257,8 +276,8 @@ impl Shim {
             SRC_PIDFD => {
                 self.on_exec_exit(slot);
             }
-            SRC_OUT => self.read_exec_output(slot, 0),
-            SRC_ERR => self.read_exec_output(slot, 1),
+            SRC_OUT => self.read_exec_output(slot, 0, false),
+            SRC_ERR => self.read_exec_output(slot, 1, false),
             SRC_STDIN => self.flush_exec_stdin(slot),
             _ => {}
         }
@@ -276,7 +295,9 @@ impl Shim {
         true
     }
 
-    fn read_exec_output(&mut self, slot: usize, i: usize) {
+    /// Read output `i` of the exec in `slot` and send it to its clients, until a client is
+    /// backed up (unless `all`: the exec is finishing and what is left is taken).
+    fn read_exec_output(&mut self, slot: usize, i: usize, all: bool) {
         let stream = if i == 0 {
             Stream::Stdout
         } else {
@@ -316,7 +337,7 @@ impl Shim {
                     for c in dropped.drain(..) {
                         self.close_conn(c);
                     }
-                    if n < buf.len() {
+                    if n < buf.len() || (!all && backed_up(&self.conns, slot)) {
                         break;
                     }
                 }
@@ -387,7 +408,7 @@ impl Shim {
                 continue;
             }
             for i in 0..2 {
-                self.read_exec_output(slot, i);
+                self.read_exec_output(slot, i, true);
                 self.close_exec_output(slot, i);
             }
             let Some(e) = &mut self.execs[slot] else {

@@ -22,8 +22,10 @@
 //! with `process.tty`). With `attach: true` the reply is `attached` and that connection
 //! becomes the exec's attach stream exactly as above (its stdin is the exec's when
 //! `process.stdin`; the end of the client's input closes it) — switched before the process
-//! starts, so no byte is missed. Without, the reply is `exec_started` and the output is
-//! discarded (dockerd never logs exec output). `wait`, `kill`, `resize` and `attach` take the
+//! starts, so no byte is missed; `attached` then carries the exec's `pid`. Unlike the
+//! container's, an exec's slow client is never dropped: the exec's output waits for it (its
+//! pipe fills and the process blocks), since no log keeps the bytes. Without `attach`, the
+//! reply is `exec_started` and the output is discarded (dockerd never logs exec output). `wait`, `kill`, `resize` and `attach` take the
 //! `exec_id` to address it; `state` lists the execs (the last 64 finished are kept).
 //!
 //! Errors never close the connection: the reply is `{"reply":"error","message":"…"}` and the

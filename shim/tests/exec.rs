@@ -208,3 +208,18 @@ fn exec_is_refused_when_the_container_is_not_running() {
     };
     assert!(message.contains("/no/such/program"), "{message}");
 }
+
+#[test]
+fn a_slow_exec_client_gets_every_byte() {
+    let b = Bundle::new(&["sleep", "100"]);
+    let s = start(&b, &[]);
+    // Far more than the socket and the shim's queue hold, to a client that starts reading
+    // late: the exec waits for it instead of dropping it.
+    let (mut a, _) = exec_attached(&s, "big", sh("head -c 8000000 /dev/zero; exit 2"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let st = s.state();
+    assert!(st.execs[0].exit.is_none(), "the exec was not held back");
+    let (out, err) = read_frames(&mut a);
+    assert_eq!((out.len(), err.len()), (8_000_000, 0));
+    assert_eq!(wait_exec(&s, "big"), (2, None));
+}

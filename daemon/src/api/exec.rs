@@ -1,7 +1,6 @@
 //! /containers/{id}/exec and /exec/{id}/… endpoints: the Docker view of exec sessions, each
 //! run by its container's shim (`crate::exec`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -17,7 +16,7 @@ use crate::container::model::Status;
 use crate::container::shim::{self, AttachStream, Request as ShimReq, Response as ShimResp};
 use crate::container::Ctr;
 use crate::daemon::Daemon;
-use crate::exec::{self as sessions, ExecConfig, Session};
+use crate::exec::{self as sessions, ExecConfig, ExitWatch, Session};
 use crate::http::{self, ok_json, read_json, status, ApiError, ApiResult};
 
 /// How long the shim may take to start an exec before the start fails.
@@ -118,29 +117,25 @@ fn claim(d: &Daemon, id: &str) -> ApiResult<Session> {
     Ok(s.clone())
 }
 
-/// What the shim said to a start.
+/// What the shim said to a start that succeeded.
 enum Started {
     /// Attached: the stream, from the process's first byte.
     Stream(AttachStream),
-    /// Detached.
     Detached,
-    /// Not started: the message (the session is finished with Docker's code for it).
-    Failed(String),
 }
 
-/// Asks the container's shim to start the session's process (attached unless `detach`).
+/// Asks the container's shim to start the session's process (attached unless `detach`);
+/// on failure, the message.
 async fn run_in_shim(
-    d: &Arc<Daemon>,
+    d: &Daemon,
     c: &Ctr,
     s: &Session,
     b: &StartBody,
     tty: bool,
-) -> ApiResult<Started> {
-    let process = match sessions::process(&s.config, &d.paths(&c.id).merged(), tty, b.console_size)
-    {
-        Ok(p) => p,
-        Err(e) => return Ok(Started::Failed(e.message)),
-    };
+) -> Result<Started, String> {
+    let root = d.paths(&c.id).merged();
+    let process =
+        sessions::process(&s.config, &root, tty, b.console_size).map_err(|e| e.message)?;
     let req = ShimReq::Exec {
         exec_id: s.id.clone(),
         process,
@@ -148,9 +143,8 @@ async fn run_in_shim(
     };
     let sd = d.paths(&c.id).shim;
     let asked = tokio::time::timeout(START_TIMEOUT, async {
-        let conn = shim::Conn::connect(&sd).await?;
+        let mut conn = shim::Conn::connect(&sd).await?;
         if b.detach {
-            let mut conn = conn;
             conn.call(&req).await.map(Err)
         } else {
             conn.switch(&req).await
@@ -158,19 +152,14 @@ async fn run_in_shim(
     })
     .await
     .unwrap_or(Err(shim::CallError::Timeout));
-    let (pid, started) = match asked {
-        Ok(Ok(sw)) => (sw.pid, Started::Stream(sw.stream)),
-        Ok(Err(ShimResp::ExecStarted { pid })) => (Some(pid), Started::Detached),
-        Ok(Err(ShimResp::Error { message })) => return Ok(Started::Failed(message)),
-        Ok(Err(other)) => {
-            return Ok(Started::Failed(format!(
-                "unexpected reply from the shim: {other:?}"
-            )))
-        }
-        Err(e) => return Ok(Started::Failed(e.to_string())),
+    let (pid, started) = match asked.map_err(|e| e.to_string())? {
+        Ok(sw) => (sw.pid.unwrap_or(0), Started::Stream(sw.stream)),
+        Err(ShimResp::ExecStarted { pid }) => (pid, Started::Detached),
+        Err(ShimResp::Error { message }) => return Err(message),
+        Err(other) => return Err(format!("unexpected reply from the shim: {other:?}")),
     };
     if let Some(x) = d.exec.lock().unwrap().get_mut(&s.id) {
-        x.pid = pid.unwrap_or(0);
+        x.pid = pid;
     }
     Ok(started)
 }
@@ -197,36 +186,15 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
         &action("exec_start", &s.config.cmd),
         &[("execID", s.id.clone())],
     );
-    let started = run_in_shim(&ctx.d, &c, &s, &b, tty).await?;
     let d = ctx.d.clone();
+    let started = match run_in_shim(&d, &c, &s, &b, tty).await {
+        Ok(started) => started,
+        Err(msg) => return start_failed(&d, &c, id, msg, &b, tty, upgrade.then_some(req)),
+    };
+    let watch = ExitWatch::park(&d, &c, id).await;
     match started {
-        Started::Failed(msg) => {
-            // As dockerd: the code is recorded first (the CLI asks for it once the stream
-            // ends); a detached start answers with the error, an attached one writes it to
-            // the stream.
-            crate::log::debug(format_args!("exec {id} in {}: {msg}", c.id));
-            sessions::finish(&d, &c, id, Some(sessions::start_error_code(&msg)));
-            if b.detach {
-                return Err(ApiError::new(start_error_status(&msg), msg));
-            }
-            let text = format!("{msg}\r\n");
-            if !upgrade {
-                let (tx, reply) = http::stream(content_type(tty));
-                let _ = tx.try_send(framed(tty, text.as_bytes()).into());
-                return Ok(reply);
-            }
-            let on_upgrade = hyper::upgrade::on(&mut req);
-            tokio::spawn(async move {
-                if let Ok(up) = on_upgrade.await {
-                    let mut io = TokioIo::new(up);
-                    let _ = io.write_all(&framed(tty, text.as_bytes())).await;
-                    let _ = io.shutdown().await;
-                }
-            });
-            Ok(switching(tty))
-        }
         Started::Detached => {
-            tokio::spawn(async move { sessions::wait_and_finish(&d, &c, &s.id).await });
+            tokio::spawn(async move { watch.finish(&d, &c).await });
             status(StatusCode::OK)
         }
         Started::Stream(stream) if !upgrade => {
@@ -242,7 +210,7 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
                 }
                 drop(stream);
                 // Recorded before the body ends: the CLI asks as soon as the output is over.
-                sessions::wait_and_finish(&d, &c, &s.id).await;
+                watch.finish(&d, &c).await;
                 drop(tx);
             });
             Ok(reply)
@@ -251,7 +219,7 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
             let on_upgrade = hyper::upgrade::on(&mut req);
             let stdin = s.config.attach_stdin;
             tokio::spawn(async move {
-                let recorded = sessions::wait_and_finish(&d, &c, &s.id);
+                let recorded = watch.finish(&d, &c);
                 match on_upgrade.await {
                     // Recorded before the stream ends: the CLI asks as soon as the output
                     // is over.
@@ -267,6 +235,40 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
             Ok(switching(tty))
         }
     }
+}
+
+/// A start the shim refused (or a user the container does not know), as dockerd answers
+/// it: the session ends with 127 or 126 first (the CLI asks for the code once the stream
+/// ends); a detached start answers with the error, an attached one writes it to the stream.
+fn start_failed(
+    d: &Daemon,
+    c: &Ctr,
+    id: &str,
+    msg: String,
+    b: &StartBody,
+    tty: bool,
+    hijack: Option<Request<()>>,
+) -> ApiResult {
+    crate::log::debug(format_args!("exec {id} in {}: {msg}", c.id));
+    sessions::finish(d, c, id, Some(sessions::start_error_code(&msg)));
+    if b.detach {
+        return Err(ApiError::new(start_error_status(&msg), msg));
+    }
+    let text = framed(tty, format!("{msg}\r\n").as_bytes());
+    let Some(mut req) = hijack else {
+        let (tx, reply) = http::stream(content_type(tty));
+        let _ = tx.try_send(text.into());
+        return Ok(reply);
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(up) = on_upgrade.await {
+            let mut io = TokioIo::new(up);
+            let _ = io.write_all(&text).await;
+            let _ = io.shutdown().await;
+        }
+    });
+    Ok(switching(tty))
 }
 
 fn content_type(tty: bool) -> &'static str {

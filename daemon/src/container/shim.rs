@@ -107,9 +107,21 @@ impl Conn {
     }
 
     pub async fn call(&mut self, req: &Request) -> Result<Response, CallError> {
+        self.send(req).await?;
+        self.reply().await
+    }
+
+    /// The first half of [`Conn::call`]: a request whose reply is read later (a `wait`
+    /// parked in the shim before the event it waits for can happen).
+    pub async fn send(&mut self, req: &Request) -> Result<(), CallError> {
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
         self.stream.get_mut().write_all(&line).await?;
+        Ok(())
+    }
+
+    /// The reply to the oldest request sent and not yet answered.
+    pub async fn reply(&mut self) -> Result<Response, CallError> {
         self.line.clear();
         if self.stream.read_line(&mut self.line).await? == 0 {
             return Err(CallError::Closed);
