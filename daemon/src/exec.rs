@@ -110,24 +110,21 @@ pub fn process(
     Ok(p)
 }
 
-/// Docker's exit code for an exec that could not be started: 127 when the program is not
-/// found, 126 otherwise (it could not be invoked).
-pub fn start_error_code(msg: &str) -> i64 {
-    let m = msg.to_ascii_lowercase();
-    if m.contains("executable file not found") || m.contains("no such file or directory") {
-        127
-    } else {
-        126
-    }
-}
+/// The exit code dockerd records for an exec that could not be started — any reason, a
+/// missing program included (unlike `docker run`'s 127).
+pub const START_FAILED: i64 = 126;
 
-/// Records the end of a session (its code, or none when the shim could not tell) and
-/// publishes `exec_die`, as dockerd does.
-pub fn finish(d: &Daemon, c: &Ctr, exec_id: &str, code: Option<i64>) {
+/// Records the end of a session: its code, or none when the shim could not tell.
+pub fn record(d: &Daemon, exec_id: &str, code: Option<i64>) {
     if let Some(s) = d.exec.lock().unwrap().get_mut(exec_id) {
         s.running = false;
         s.exit_code = code;
     }
+}
+
+/// Records the end of a session that ran and publishes `exec_die`, as dockerd does.
+pub fn finish(d: &Daemon, c: &Ctr, exec_id: &str, code: Option<i64>) {
+    record(d, exec_id, code);
     let mut attrs = vec![("execID", exec_id.to_string())];
     if let Some(code) = code {
         attrs.push(("exitCode", code.to_string()));
@@ -280,15 +277,5 @@ mod tests {
             ..plain
         };
         assert!(process(&unknown, root.path(), false, None).is_err());
-    }
-
-    #[test]
-    fn start_errors_map_to_dockers_codes() {
-        assert_eq!(
-            start_error_code("exec: \"nope\": executable file not found in $PATH"),
-            127
-        );
-        assert_eq!(start_error_code("open /x: No such file or directory"), 127);
-        assert_eq!(start_error_code("execve /etc: permission denied"), 126);
     }
 }

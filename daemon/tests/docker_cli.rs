@@ -247,15 +247,20 @@ fn exec_user_workdir_env_and_missing_commands() {
     );
     // The container's own user and directory otherwise.
     assert_eq!(d.ok(&["exec", "box", "sh", "-c", "id -u; pwd"]), "0\n/\n");
-    // A user the container does not know, a program it does not have: dockerd's codes.
+    // A user the container does not know, a program it does not have: dockerd's code.
     let o = d.docker(&["exec", "-u", "nosuchuser", "box", "true"]);
     assert_eq!(o.status.code(), Some(126), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("unable to find user nosuchuser"),
         "{o:?}"
     );
+    // dockerd records 126 for any exec that could not start (run's 127 is not used).
     let o = d.docker(&["exec", "box", "no-such-command"]);
-    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    assert_eq!(o.status.code(), Some(126), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no-such-command"),
+        "{o:?}"
+    );
 }
 
 /// Exec output has no log to fall back on: a reader slower than the process gets every

@@ -238,7 +238,7 @@ pub async fn start(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
 }
 
 /// A start the shim refused (or a user the container does not know), as dockerd answers
-/// it: the session ends with 127 or 126 first (the CLI asks for the code once the stream
+/// it: the session ends with 126 first (the CLI asks for the code once the stream
 /// ends); a detached start answers with the error, an attached one writes it to the stream.
 fn start_failed(
     d: &Daemon,
@@ -250,7 +250,8 @@ fn start_failed(
     hijack: Option<Request<()>>,
 ) -> ApiResult {
     crate::log::debug(format_args!("exec {id} in {}: {msg}", c.id));
-    sessions::finish(d, c, id, Some(sessions::start_error_code(&msg)));
+    // No exec_die: it never ran (dockerd publishes none either).
+    sessions::record(d, id, Some(sessions::START_FAILED));
     if b.detach {
         return Err(ApiError::new(start_error_status(&msg), msg));
     }
@@ -296,7 +297,9 @@ fn framed(tty: bool, data: &[u8]) -> Vec<u8> {
 /// not executable (a bad request), 500 for anything else.
 fn start_error_status(msg: &str) -> StatusCode {
     let m = msg.to_ascii_lowercase();
-    if sessions::start_error_code(msg) == 127 || m.contains("permission denied") {
+    let not_found =
+        m.contains("executable file not found") || m.contains("no such file or directory");
+    if not_found || m.contains("permission denied") {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
