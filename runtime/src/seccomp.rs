@@ -1,6 +1,7 @@
 //! seccomp: config.json's `linux.seccomp` compiled to classic BPF with libseccomp in the parent,
 //! before clone. The child only hands the prepared program to `seccomp(SET_MODE_FILTER)`, the
 //! last thing before exec (or before dropping privileges when no_new_privs is off, as runc).
+//! create and exec go through `cache`, which compiles each profile once.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -12,6 +13,8 @@ use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompOperator};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+
+pub mod cache;
 
 /// A BPF program ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
 #[derive(Debug, Clone)]
@@ -69,6 +72,17 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
     }
     let default = action(&name_of(&s.default_action()), s.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| unsupported(e.to_string()))?;
+    // A binary search over syscall numbers rather than a list tested in turn. libseccomp takes
+    // longer to build it (Docker's default profile: ~8 ms instead of ~5, once per profile with
+    // the cache), but every load gets cheaper: the kernel runs the filter once per syscall
+    // number to find those it always allows, and does that on each load (0.22 ms instead of
+    // 0.56 for Docker's profile, measured here). Syscalls the filter must look at cost ~9
+    // comparisons instead of up to one per listed syscall. Needs libseccomp 2.5.
+    if let Err(e) = ctx.set_ctl_optimize(2) {
+        crate::log::debug(&format!(
+            "seccomp: libseccomp cannot build a binary tree ({e}); using a list"
+        ));
+    }
     for arch in s.architectures().iter().flatten() {
         let name = name_of(arch);
         let a: ScmpArch = name

@@ -100,7 +100,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let seccomp = linux
         .seccomp()
         .as_ref()
-        .map(crate::seccomp::compile)
+        .map(|s| crate::seccomp::cache::compile(&opts.root, s))
         .transpose()?;
     let (console_child, console_parent) =
         super::console_ends(terminal, opts.console_socket.as_deref())?;

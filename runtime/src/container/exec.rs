@@ -126,7 +126,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         .linux()
         .as_ref()
         .and_then(|l| l.seccomp().as_ref())
-        .map(crate::seccomp::compile)
+        .map(|s| crate::seccomp::cache::compile(root, s))
         .transpose()?;
     let process = super::process::plan(p, &config, console_child, seccomp, &mut names)?;
     let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
