@@ -28,163 +28,56 @@ set -euo pipefail
 # shellcheck source=perf/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-REPO=$(perf_repo_root)
-BERTH=${BERTH_RUNTIME:-$REPO/target/release/berth-runtime}
 RUNS=${RUNS:-50}
 WARMUP=${WARMUP:-5}
 PHASE_RUNS=${PHASE_RUNS:-50}
 PHASE_WARMUP=3
-HUGETLB_DIR=/sys/fs/cgroup/hugetlb
-UNIFIED_CONTROLLERS=/sys/fs/cgroup/unified/cgroup.controllers
 
 perf_need_root
 perf_need_cmds hyperfine runc python3 jq unshare chroot
-
-# berth-runtime may be mid-rebuild by cargo: give it a bounded while to come back.
-berth_ready() { [[ -x $BERTH ]] && "$BERTH" --version >/dev/null 2>&1; }
-for ((i = 0; i < 30; i++)); do
-	berth_ready && break
-	((i == 0)) && perf_log "waiting for $BERTH (missing or not runnable) ..."
-	sleep 2
-done
-berth_ready || perf_die "$BERTH is missing or broken; build it first:
-  cargo build --release -p berth-runtime"
+BERTH=$(perf_berth_runtime)
 
 WORK=$(mktemp -d /tmp/berth-perf-runtime.XXXXXX)
 BUNDLE=$WORK/bundle
 ROOTFS=$BUNDLE/rootfs
 OUT=$(perf_out_dir)
 STAMP=$(date -u +%Y%m%d-%H%M%S)
-HUGETLB_BOUND=0
 
-# name -> runtime command (as a string split on spaces; no path here contains one).
-declare -A RT=(
-	[berth-runtime]="$BERTH --root $WORK/state/berth"
-	[runc]="runc --root $WORK/state/runc"
-	[crun]="crun --root $WORK/state/crun"
-)
-ORDER=(berth-runtime runc crun)
+perf_oci_runtimes "$BERTH" "$WORK/state"
 # Every container id this script may create, for the clean-up.
 IDS=(bench1 bench2 bench3 probe phase)
-
-unbind_hugetlb() {
-	((HUGETLB_BOUND)) || return 0
-	HUGETLB_BOUND=0
-	# Empty cgroups left below the hierarchy's root (by a runtime's delete racing exit) would
-	# keep it alive after the unmount: remove them first, deepest first.
-	find "$HUGETLB_DIR" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
-	umount "$HUGETLB_DIR" && rmdir "$HUGETLB_DIR" ||
-		{ perf_log "WARNING: could not unmount/remove $HUGETLB_DIR; undo it by hand"; return 0; }
-	# The kernel frees an unmounted v1 hierarchy asynchronously; only then does hugetlb go
-	# back to cgroup2. Wait for it (bounded) so the next user sees the untouched layout; seen
-	# here: sometimes it only lets go after one more mount/unmount cycle.
-	local i tmp
-	for ((i = 0; i < 60; i++)); do
-		grep -qw hugetlb "$UNIFIED_CONTROLLERS" 2>/dev/null && break
-		if ((i == 10)); then
-			tmp=$(mktemp -d /tmp/berth-hugetlb.XXXXXX)
-			if mount -t cgroup -o hugetlb cgroup "$tmp" 2>/dev/null; then
-				find "$tmp" -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
-				umount "$tmp"
-			fi
-			rmdir "$tmp"
-		fi
-		sleep 0.5
-	done
-	if grep -qw hugetlb "$UNIFIED_CONTROLLERS" 2>/dev/null; then
-		perf_log "cgroups: hugetlb unbound from v1 and back in cgroup2 (layout restored)"
-	else
-		# /proc/cgroups: subsys_name hierarchy num_cgroups enabled
-		local left
-		left=$(awk '$1 == "hugetlb" { print $3 - 1 }' /proc/cgroups)
-		perf_log "WARNING: hugetlb is not back in cgroup2 after 30 s: its unmounted v1 hierarchy"
-		perf_log "  still holds ${left:-?} cgroup(s) below its root (containers created while it was"
-		perf_log "  bound?). It returns to cgroup2 by itself once those are removed."
-	fi
-}
 
 cleanup() {
 	local name id
 	for name in "${ORDER[@]}"; do
 		[[ -d $WORK/state/$name ]] || continue
 		for id in "${IDS[@]}"; do
-			# shellcheck disable=SC2086 # RT values are word lists
-			${RT[$name]} delete --force "$id" >/dev/null 2>&1 || true
+			rt "$name" delete --force "$id" >/dev/null 2>&1 || true
 		done
 	done
-	unbind_hugetlb
+	perf_unbind_hugetlb
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# rt NAME ARGS...: run runtime NAME with its own state root.
-rt() {
-	local name=$1
-	shift
-	# shellcheck disable=SC2086 # RT values are word lists
-	${RT[$name]} "$@"
-}
-
-# probe NAME: one full `run`; its stderr is left in $WORK/probe-NAME.err.
-probe() {
-	rt "$1" run --bundle "$BUNDLE" probe </dev/null >/dev/null 2>"$WORK/probe-$1.err"
-}
+# probe NAME: one full `run`.
+probe() { rt "$1" run --bundle "$BUNDLE" probe; }
 
 # ---------------------------------------------------------------------------------------------
-perf_busybox_rootfs "$ROOTFS"
-"$BERTH" spec --bundle "$BUNDLE"
-jq '.process.terminal = false | .process.args = ["/bin/true"]' "$BUNDLE/config.json" \
-	>"$WORK/config.json"
-mv "$WORK/config.json" "$BUNDLE/config.json"
+perf_runtime_bundle "$BUNDLE" /bin/true
 
-probe berth-runtime || perf_die "berth-runtime cannot run the bundle: $(cat "$WORK/probe-berth-runtime.err")"
-probe runc || perf_die "runc cannot run the bundle: $(cat "$WORK/probe-runc.err")"
-
-CRUN_NOTE=""
-if ! command -v crun >/dev/null; then
-	CRUN_NOTE="crun is not installed"
-elif ! probe crun; then
-	err=$(cat "$WORK/probe-crun.err")
-	perf_log "crun fails on the untouched cgroup layout: $err"
-	if [[ -e $HUGETLB_DIR ]]; then
-		CRUN_NOTE="crun: $err ($HUGETLB_DIR already exists; not touching it)"
-	else
-		perf_log ">>> binding hugetlb to a v1 hierarchy at $HUGETLB_DIR for this benchmark only"
-		perf_log ">>> (mount -t cgroup -o hugetlb); it is unmounted again at exit"
-		mkdir "$HUGETLB_DIR"
-		if mount -t cgroup -o hugetlb cgroup "$HUGETLB_DIR" 2>"$WORK/mount.err"; then
-			HUGETLB_BOUND=1
-			if ! probe crun; then
-				CRUN_NOTE="crun still fails with hugetlb on v1: $(cat "$WORK/probe-crun.err")"
-				unbind_hugetlb
-			fi
-		else
-			# hugetlb can be bound to one hierarchy at a time: EBUSY while cgroup2 uses it.
-			CRUN_NOTE="crun: $err; binding hugetlb to v1 failed: $(cat "$WORK/mount.err")"
-			rmdir "$HUGETLB_DIR"
-		fi
-	fi
-fi
-if [[ -n $CRUN_NOTE ]]; then
-	perf_log "crun unavailable: $CRUN_NOTE"
-	ORDER=(berth-runtime runc)
-fi
+err=$(probe berth-runtime 2>&1 </dev/null >/dev/null) || perf_die "berth-runtime cannot run the bundle: $err"
+err=$(probe runc 2>&1 </dev/null >/dev/null) || perf_die "runc cannot run the bundle: $err"
+perf_crun_usable probe crun
+CRUN_NOTE=$PERF_CRUN_NOTE
+[[ -z $CRUN_NOTE ]] || ORDER=(berth-runtime runc)
 
 # ---------------------------------------------------------------------------------------------
 echo "== OCI runtime lifecycle: RUNTIME run --bundle B id, args [/bin/true], busybox rootfs"
 perf_machine_facts
-echo "runtimes: berth-runtime $("$BERTH" --version | awk '{print $NF}'), $(runc --version | head -1)$(
-	[[ -z $CRUN_NOTE ]] && printf ', %s' "$(crun --version | head -1)"
-)"
-v2_ctrls=$(cat "$UNIFIED_CONTROLLERS" 2>/dev/null || echo "no $UNIFIED_CONTROLLERS")
-echo "cgroups: cgroup2 controllers: ${v2_ctrls:-none}; v1:" \
-	"$(awk 'NR > 1 && $2 != 0 { printf "%s ", $1 }' /proc/cgroups)"
-if ((HUGETLB_BOUND)); then
-	echo "         hugetlb bound to v1 at $HUGETLB_DIR by this script for crun (undone at exit)"
-elif ! grep -qw hugetlb "$UNIFIED_CONTROLLERS" 2>/dev/null; then
-	echo "         hugetlb is not on cgroup2 (not this script's doing: left by an earlier run?)"
-fi
+perf_runtime_versions
+perf_cgroup_facts
 echo
 
 HF_JSON=$OUT/runtime-$STAMP.json
