@@ -254,7 +254,9 @@ perf_unbind_hugetlb() {
 		left=$(awk '$1 == "hugetlb" { print $3 - 1 }' /proc/cgroups)
 		perf_log "WARNING: hugetlb is not back in cgroup2 after 30 s: its unmounted v1 hierarchy"
 		perf_log "  still holds ${left:-?} cgroup(s) below its root (containers created while it was"
-		perf_log "  bound?). It returns to cgroup2 by itself once those are removed."
+		perf_log "  bound, by anyone). Their runtimes cannot remove those any more (the mount is gone):"
+		perf_log "  once the containers are gone, mount the hierarchy somewhere, rmdir the empty"
+		perf_log "  cgroups deepest first, unmount (twice if need be), and hugetlb returns to cgroup2."
 	fi
 }
 
