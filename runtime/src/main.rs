@@ -530,7 +530,7 @@ fn exec_options(root: &Path, a: ExecArgs) -> anyhow::Result<ExecOptions> {
                 bail!("exec needs a command (or --process)");
             }
             let c = Container::load(root, &a.id)?;
-            let b = spec::load(&c.record.bundle)?;
+            let b = spec::load_created(&c.record.bundle)?;
             let mut p = b.spec.process().clone().unwrap_or_default();
             p.set_args(Some(a.command.clone()));
             p

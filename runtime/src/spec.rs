@@ -24,16 +24,31 @@ fn invalid(path: &Path, msg: impl Into<String>) -> Error {
 
 /// Read `<bundle>/config.json` and validate it.
 pub fn load(bundle: &Path) -> Result<Bundle> {
+    load_checked(bundle, true)
+}
+
+/// The config of a container that exists (for exec): validated, except that namespaces to
+/// join by path need not exist any more — they were joined at create, and a process the
+/// container runs later joins its init's namespaces.
+pub fn load_created(bundle: &Path) -> Result<Bundle> {
+    load_checked(bundle, false)
+}
+
+fn load_checked(bundle: &Path, ns_paths: bool) -> Result<Bundle> {
     let dir = std::path::absolute(bundle).map_err(|e| Error::io("resolve bundle", bundle, e))?;
     let path = dir.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
     let spec: Spec = serde_json::from_slice(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
-    let rootfs = validate(&path, &dir, &spec)?;
+    let rootfs = validate_checked(&path, &dir, &spec, ns_paths)?;
     Ok(Bundle { dir, spec, rootfs })
 }
 
 /// Check a parsed spec; returns the absolute rootfs path.
 pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    validate_checked(path, bundle, spec, true)
+}
+
+fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> Result<PathBuf> {
     if !spec.version().starts_with("1.") {
         return Err(invalid(
             path,
@@ -188,11 +203,13 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
                     format!("namespace path {p:?} must be absolute"),
                 ));
             }
-            if let Err(e) = std::fs::metadata(p) {
-                return Err(invalid(
-                    path,
-                    format!("namespace path {}: {e}", p.display()),
-                ));
+            if ns_paths {
+                if let Err(e) = std::fs::metadata(p) {
+                    return Err(invalid(
+                        path,
+                        format!("namespace path {}: {e}", p.display()),
+                    ));
+                }
             }
         }
     }

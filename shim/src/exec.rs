@@ -83,7 +83,7 @@ pub fn process(bundle: &Path, req: &ExecProcess) -> Result<Process, String> {
     if req.args.is_empty() || req.args[0].is_empty() {
         return Err("exec: args must name a program".into());
     }
-    let spec = berth_runtime::spec::load(bundle).map_err(|e| e.to_string())?;
+    let spec = berth_runtime::spec::load_created(bundle).map_err(|e| e.to_string())?;
     let mut p = spec.spec.process().clone().unwrap_or_default();
     p.set_args(Some(req.args.clone()));
     p.set_terminal(Some(req.tty));

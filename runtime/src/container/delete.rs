@@ -37,7 +37,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     c.destroy()?;
     if c.record.hooks {
-        match crate::spec::load(&c.record.bundle) {
+        match crate::spec::load_created(&c.record.bundle) {
             Ok(b) => {
                 let state = crate::hooks::state_json(&b.spec, id, 0, "stopped", &b.dir);
                 crate::hooks::run_warn(&b.spec, crate::hooks::Kind::Poststop, &state);

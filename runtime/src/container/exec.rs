@@ -120,7 +120,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         .join
         .push(format!("namespaces of container {id} (init pid {pid})"));
     // The container's seccomp filter applies to everything that runs in it.
-    let bundle = crate::spec::load(&c.record.bundle)?;
+    let bundle = crate::spec::load_created(&c.record.bundle)?;
     let seccomp = bundle
         .spec
         .linux()

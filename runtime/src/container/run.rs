@@ -76,7 +76,7 @@ fn hooks_after(c: &super::Container, status: &str) {
         "running" => (crate::hooks::Kind::Poststart, c.record.pid),
         _ => (crate::hooks::Kind::Poststop, 0),
     };
-    match crate::spec::load(&c.record.bundle) {
+    match crate::spec::load_created(&c.record.bundle) {
         Ok(b) => {
             let state = crate::hooks::state_json(&b.spec, &c.record.id, pid, status, &b.dir);
             crate::hooks::run_warn(&b.spec, kind, &state);

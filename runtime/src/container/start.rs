@@ -60,7 +60,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     }
     fs::remove_file(&fifo_path).ctx("remove", &fifo_path)?;
     if c.record.hooks {
-        let b = crate::spec::load(&c.record.bundle)?;
+        let b = crate::spec::load_created(&c.record.bundle)?;
         let state = crate::hooks::state_json(&b.spec, id, c.record.pid, "running", &b.dir);
         crate::hooks::run_warn(&b.spec, crate::hooks::Kind::Poststart, &state);
     }
