@@ -19,6 +19,8 @@ pub struct Daemon {
     pub volumes: Volumes,
     pub events: Events,
     pub exec: Mutex<crate::exec::Sessions>,
+    /// Network namespaces made ahead of container starts.
+    pub netns: crate::netns::Pool,
     pub started: SystemTime,
     pub id: String,
 }
@@ -53,6 +55,7 @@ impl Daemon {
             volumes,
             events: Events::default(),
             exec: Mutex::new(crate::exec::Sessions::default()),
+            netns: crate::netns::Pool::start().context("starting the network namespace pool")?,
             started: SystemTime::now(),
             id,
         }))

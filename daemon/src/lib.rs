@@ -17,6 +17,7 @@ pub mod image;
 pub mod image_api;
 pub mod log;
 pub mod logs;
+pub mod netns;
 pub mod server;
 pub mod util;
 pub mod volume;

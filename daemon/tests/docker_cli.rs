@@ -852,3 +852,46 @@ fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
         "run --rm left files behind"
     );
 }
+
+/// Every container with its own network stack gets a namespace of its own with loopback up
+/// (127.0.0.1 and ::1, as Docker gives); `--network host` shares the host's.
+#[test]
+fn network_namespaces_have_loopback_up() {
+    let d = Berthd::start();
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "ip",
+        "addr",
+        "show",
+        "lo",
+    ]);
+    assert!(
+        out.contains("UP") && out.contains("inet 127.0.0.1/8"),
+        "{out}"
+    );
+    let ns = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "readlink", "/proc/self/ns/net"]);
+        d.ok(&a).trim().to_string()
+    };
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let (a, b) = (ns(&[]), ns(&["--network", "none"]));
+    assert_ne!(a, b);
+    assert_ne!(a, host.display().to_string());
+    assert_eq!(ns(&["--network", "host"]), host.display().to_string());
+    // A server on the container's loopback answers a client in the same container.
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "nc -l -p 7000 > /tmp/got & sleep 0.3; echo hello | nc -w 5 127.0.0.1 7000; wait; cat /tmp/got",
+    ]);
+    assert_eq!(out, "hello\n");
+}

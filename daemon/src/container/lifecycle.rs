@@ -112,6 +112,13 @@ async fn prepare(
     } else {
         None
     };
+    // Held until the shim has created the container in it.
+    let netns = if rec.host_config.network_mode == "host" {
+        None
+    } else {
+        Some(d.netns.take().map_err(ApiError::internal)?)
+    };
+    let netns_path = netns.as_ref().map(|n| n.path());
     let cfg = spec::build(
         &rec,
         &spec::Inputs {
@@ -120,6 +127,7 @@ async fn prepare(
             etc_dir: &paths.dir,
             cgroups_path: format!("/berth/{}", c.id),
             init: init.as_deref(),
+            netns: netns_path.as_deref(),
         },
     )?;
     std::fs::create_dir_all(&paths.bundle)?;
@@ -144,6 +152,7 @@ async fn prepare(
         },
     )
     .await;
+    drop(netns);
     if let Err(msg) = launched {
         let _ = std::fs::remove_dir_all(&paths.shim);
         return Ok(Err(format!(

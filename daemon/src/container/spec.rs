@@ -247,6 +247,8 @@ pub struct Inputs<'a> {
     pub cgroups_path: String,
     /// Host path of docker-init when `--init` was asked for.
     pub init: Option<&'a Path>,
+    /// A network namespace to join (from berthd's pool); None with the host's network.
+    pub netns: Option<&'a Path>,
 }
 
 pub fn build(rec: &Record, inp: &Inputs<'_>) -> ApiResult<Value> {
@@ -306,7 +308,10 @@ pub fn build(rec: &Record, inp: &Inputs<'_>) -> ApiResult<Value> {
         json!({"type": "cgroup"}),
     ];
     if !host_net {
-        namespaces.push(json!({"type": "network"}));
+        namespaces.push(match inp.netns {
+            Some(p) => json!({"type": "network", "path": p}),
+            None => json!({"type": "network"}),
+        });
         namespaces.push(json!({"type": "uts"}));
     }
 
