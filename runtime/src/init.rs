@@ -7,6 +7,7 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::hooks::in_container::{self, Outcome, Output};
 use crate::mounts::{MountOp, Op, Target};
 use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 
@@ -53,11 +54,13 @@ pub enum Step {
     Seccomp,
     NonDumpable,
     TimeNamespace,
+    CreateContainerHook,
+    StartContainerHook,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 36] = [
+        const ALL: [Step; 38] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -94,12 +97,16 @@ impl Step {
             Step::Seccomp,
             Step::NonDumpable,
             Step::TimeNamespace,
+            Step::CreateContainerHook,
+            Step::StartContainerHook,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
 }
 
-/// What the child tells the parent over the sync pipe.
+/// What the child tells the parent over the sync pipe (or, once `start` released it, over
+/// exec.fifo to `start`). A failed hook's report is followed by `detail_len` bytes of its
+/// output.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Report {
@@ -107,40 +114,85 @@ pub struct Report {
     pub step: u32,
     pub index: u32,
     pub errno: i32,
+    /// For hook steps: how the hook ended (see [`Outcome::encode`]).
+    pub status: i32,
+    pub detail_len: u32,
 }
 
 pub const TAG_READY: u32 = 1;
 pub const TAG_FAILED: u32 = 2;
 
 impl Report {
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = 24;
+    /// The most detail a reader accepts after a report.
+    pub const MAX_DETAIL: usize = 4096;
 
-    pub fn to_bytes(self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.tag.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.step.to_ne_bytes());
-        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
-        b[12..16].copy_from_slice(&self.errno.to_ne_bytes());
+    pub fn ready() -> Report {
+        Report {
+            tag: TAG_READY,
+            step: 0,
+            index: 0,
+            errno: 0,
+            status: 0,
+            detail_len: 0,
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        let words = [
+            self.tag,
+            self.step,
+            self.index,
+            self.errno as u32,
+            self.status as u32,
+            self.detail_len,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
         b
     }
 
-    pub fn from_bytes(b: &[u8; 16]) -> Report {
-        let w = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Report {
+        let w = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         Report {
-            tag: u32::from_ne_bytes(w(0)),
-            step: u32::from_ne_bytes(w(4)),
-            index: u32::from_ne_bytes(w(8)),
-            errno: i32::from_ne_bytes(w(12)),
+            tag: w(0),
+            step: w(4),
+            index: w(8),
+            errno: w(12) as i32,
+            status: w(16) as i32,
+            detail_len: w(20),
         }
     }
 }
 
-/// A failed step: which one, which item of its list, and the errno.
+/// A failed step: which one, which item of its list, the errno, and for a hook how it ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Failure {
     pub step: Step,
     pub index: u32,
     pub errno: i32,
+    pub status: i32,
+}
+
+impl Failure {
+    fn hook(step: Step, (index, outcome): (usize, Outcome)) -> Failure {
+        let (errno, status) = outcome.encode();
+        Failure {
+            step,
+            index: index as u32,
+            errno,
+            status,
+        }
+    }
+
+    fn is_hook(&self) -> bool {
+        matches!(
+            self.step,
+            Step::CreateContainerHook | Step::StartContainerHook
+        )
+    }
 }
 
 type Res<T> = std::result::Result<T, Failure>;
@@ -150,6 +202,7 @@ fn fail(step: Step, index: usize) -> impl FnOnce(io::Error) -> Failure {
         step,
         index: index as u32,
         errno: sys::errno_of(&e),
+        status: 0,
     }
 }
 
@@ -260,6 +313,10 @@ pub struct ChildPlan {
     /// In a new user namespace: once the parent has written the id maps (and the host cgroup
     /// files are joined as host root), become the namespace's root so files can be created.
     pub userns_root: bool,
+    /// createContainer hooks: run after the mounts, before pivot_root.
+    pub create_hooks: Option<in_container::Plan>,
+    /// startContainer hooks: run once released, right before execve.
+    pub start_hooks: Option<in_container::Plan>,
 }
 
 /// Run in the child after clone3; never returns.
@@ -268,19 +325,30 @@ pub fn child_main(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    let failure = match setup(plan, argv, envp) {
+    let mut out = Output::default();
+    let mut released: Option<OwnedFd> = None;
+    let failure = match setup(plan, argv, envp, &mut out, &mut released) {
         Ok(never) => match never {},
         Err(f) => f,
     };
+    let detail = if failure.is_hook() { out.bytes() } else { &[] };
     let report = Report {
         tag: TAG_FAILED,
         step: failure.step as u32,
         index: failure.index,
         errno: failure.errno,
+        status: failure.status,
+        detail_len: detail.len() as u32,
     };
-    // SAFETY: the caller keeps the write end open across clone; the child has its copy.
-    let sync = unsafe { BorrowedFd::borrow_raw(plan.sync) };
-    let _ = sys::write_all(sync, &report.to_bytes());
+    // Until `start` released us, the runtime that made us reads the sync pipe; after that
+    // only `start` listens, on exec.fifo.
+    let sink = match &released {
+        Some(fifo) => fifo.as_fd(),
+        // SAFETY: the caller keeps the write end open across clone; the child has its copy.
+        None => unsafe { BorrowedFd::borrow_raw(plan.sync) },
+    };
+    let _ = sys::write_all(sink, &report.to_bytes());
+    let _ = sys::write_all(sink, detail);
     // SAFETY: _exit is async-signal-safe and skips Rust/libc teardown that is not ours to run.
     unsafe { libc::_exit(1) }
 }
@@ -289,6 +357,8 @@ fn setup(
     p: &ChildPlan,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    out: &mut Output,
+    released: &mut Option<OwnedFd>,
 ) -> Res<std::convert::Infallible> {
     // CVE-2019-5736: until execve replaces it, this process is berth-runtime's image inside the
     // container's pid namespace. Non-dumpable, its /proc/PID/exe (and the rest of /proc/PID)
@@ -344,7 +414,7 @@ fn setup(
     // SAFETY: umask cannot fail. Devices and mountpoints get exactly the modes we ask for.
     unsafe { libc::umask(0) };
     if let Some(r) = &p.rootfs {
-        prepare_rootfs(p, r)?;
+        prepare_rootfs(p, r, out)?;
     }
     for (i, (path, value)) in p.sysctls.iter().enumerate() {
         let fd = sys::openat(None, path, libc::O_WRONLY | libc::O_TRUNC, 0)
@@ -416,20 +486,20 @@ fn setup(
         crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
     }
     if let Gate::Fifo(fifo) = &p.gate {
-        let ready = Report {
-            tag: TAG_READY,
-            step: 0,
-            index: 0,
-            errno: 0,
-        };
         // SAFETY: the sync write end stays open until exec (it is O_CLOEXEC).
         let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
-        sys::write_all(sync, &ready.to_bytes()).map_err(fail(Step::StartFifo, 0))?;
-        // Blocks until `start` opens the FIFO for reading.
+        sys::write_all(sync, &Report::ready().to_bytes()).map_err(fail(Step::StartFifo, 0))?;
+        // Blocks until `start` opens the FIFO for reading. `start` then reads until the
+        // descriptor closes at execve (close-on-exec), or a report of what failed after it.
         let path = FdPath::new(fifo.as_raw_fd());
         let w = sys::openat(None, path.as_cstr(), libc::O_WRONLY, 0)
             .map_err(fail(Step::StartFifo, 0))?;
         sys::write_all(w.as_fd(), b"0").map_err(fail(Step::StartFifo, 0))?;
+        *released = Some(w);
+    }
+    if let Some(hooks) = &p.start_hooks {
+        in_container::run_all(hooks, out)
+            .map_err(|f| Failure::hook(Step::StartContainerHook, f))?;
     }
     // SAFETY: argv and envp are NULL-terminated arrays of pointers into C strings the plan
     // keeps alive; execve only returns on failure.
@@ -462,6 +532,7 @@ fn find_executable(candidates: &[CString]) -> Res<&CStr> {
         step: Step::FindExecutable,
         index: 0,
         errno: last,
+        status: 0,
     })
 }
 
@@ -611,7 +682,7 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
     Ok(())
 }
 
-fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
+fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan, out: &mut Output) -> Res<()> {
     sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
     sys::mount(
         Some(&r.rootfs),
@@ -676,6 +747,12 @@ fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
         }
     }
     sys::fchdir(root.as_fd()).map_err(fail(Step::PivotRoot, 0))?;
+    // In the container's namespaces, with its mounts made and the rootfs as cwd, but still
+    // under the runtime's root: the hooks' paths resolve there (OCI config.md).
+    if let Some(hooks) = &p.create_hooks {
+        in_container::run_all(hooks, out)
+            .map_err(|f| Failure::hook(Step::CreateContainerHook, f))?;
+    }
     if r.no_pivot {
         sys::mount(Some(c"."), c"/", None, libc::MS_MOVE, None)
             .map_err(fail(Step::PivotRoot, 1))?;
@@ -804,9 +881,24 @@ fn setup_console(sock: BorrowedFd<'_>, size: Option<(u16, u16)>) -> io::Result<(
 }
 
 /// Turn a child's failure report into a message naming the step, path and errno.
-pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
+pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames, detail: &[u8]) -> String {
     let err = io::Error::from_raw_os_error(f.errno);
     let i = f.index as usize;
+    if f.is_hook() {
+        let (kind, plan) = match f.step {
+            Step::CreateContainerHook => (crate::hooks::Kind::CreateContainer, &p.create_hooks),
+            _ => (crate::hooks::Kind::StartContainer, &p.start_hooks),
+        };
+        let hook = plan.as_ref().and_then(|pl| pl.hooks.get(i));
+        return in_container::describe(
+            kind,
+            i,
+            &hook.map_or("?".into(), |h| h.path.to_string_lossy()),
+            hook.and_then(|h| h.timeout),
+            Outcome::decode(f.errno, f.status),
+            detail,
+        );
+    }
     let rootfs = p
         .rootfs
         .as_ref()
@@ -952,6 +1044,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
             );
         }
         Step::StartFifo => "wait for start on exec.fifo".into(),
+        Step::CreateContainerHook | Step::StartContainerHook => unreachable!("handled above"),
         Step::Exec => format!(
             "exec {}",
             p.process
@@ -976,6 +1069,7 @@ impl Failure {
             step: Step::from_u32(r.step).unwrap_or(Step::Exec),
             index: r.index,
             errno: r.errno,
+            status: r.status,
         })
     }
 }
@@ -988,18 +1082,23 @@ mod tests {
     fn reports_round_trip() {
         let r = Report {
             tag: TAG_FAILED,
-            step: Step::Mount as u32,
+            step: Step::StartContainerHook as u32,
             index: 7,
             errno: libc::EPERM,
+            status: 0x201,
+            detail_len: 12,
         };
         assert_eq!(Report::from_bytes(&r.to_bytes()), r);
         let f = Failure::from_report(&r).unwrap();
-        assert_eq!((f.step, f.index, f.errno), (Step::Mount, 7, libc::EPERM));
+        assert_eq!(
+            (f.step, f.index, f.errno, f.status),
+            (Step::StartContainerHook, 7, libc::EPERM, 0x201)
+        );
     }
 
     #[test]
     fn every_step_number_maps_back() {
-        for v in 1..=34 {
+        for v in 1..=Step::StartContainerHook as u32 {
             assert_eq!(Step::from_u32(v).unwrap() as u32, v);
         }
         assert!(Step::from_u32(0).is_none());

@@ -64,18 +64,12 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         }
     }
     if let Some(h) = spec.hooks() {
-        if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
-            || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
-        {
-            return Err(invalid(
-                path,
-                "hooks.createContainer and hooks.startContainer are not supported yet",
-            ));
-        }
         #[allow(deprecated)]
         let all = [
             h.prestart(),
             h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
             h.poststart(),
             h.poststop(),
         ];

@@ -593,6 +593,42 @@ pub fn recv_fd(sock: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(OwnedFd,
     }
 }
 
+/// A sealable memfd (O_CLOEXEC): data prepared in the runtime that a child reads as a file.
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string; on success the descriptor is new.
+    let fd = check_int(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Seal a memfd against every further change (write, grow, shrink, more seals).
+pub fn seal_all(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: integer-only fcntl on a descriptor we borrow.
+    check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(())
+}
+
+/// Move a descriptor's offset back to the start (async-signal-safe).
+pub fn rewind(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: integer-only syscall.
+    if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in milliseconds (async-signal-safe).
+pub fn monotonic_ms() -> i64 {
+    // SAFETY: timespec is plain data; CLOCK_MONOTONIC always exists.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: t is valid for writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
 /// The errno of an io::Error (EIO when it has none).
 pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)

@@ -16,6 +16,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::{proc_stat, validate_id, Container, Record};
 use crate::cgroups::{self, Cgroup, Host};
 use crate::error::{Error, IoContext, Result};
+use crate::hooks::{in_container, Kind};
 use crate::init::{self, ChildPlan, DeviceNode, Failure, Gate, PlanNames, Report, RootfsPlan};
 use crate::mounts::{self, cstring, CgroupMountCtx, Target};
 use crate::spec::{self, Bundle};
@@ -165,45 +166,26 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let (pid, pidfd) = fork_child(&mut plan, &cgroup, clone_flags, pidns)?;
     drop(sync_w);
     drop(go_r);
-    if let Some((uid_map, gid_map)) = &id_maps {
-        let written = write_id_map(pid, "uid_map", uid_map)
-            .and_then(|()| write_id_map(pid, "gid_map", gid_map));
-        if let Err(e) = written {
-            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
-            return Err(e);
-        }
-    }
-    // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
-    // child waits for the go byte).
-    let state = crate::hooks::state_json(spec, &opts.id, pid, "creating", &bundle.dir);
-    let hooked = crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)
-        .and_then(|()| crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state));
-    if let Err(e) = hooked {
+    let released = release(
+        spec,
+        &opts.id,
+        &bundle.dir,
+        pid,
+        &plan,
+        &names,
+        id_maps.as_ref(),
+        &cgroup,
+        (sync_r, go_w),
+        mode,
+    );
+    if let Err(e) = released {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
-        return Err(e);
-    }
-
-    // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
-    // joins them itself.
-    let joined = cgroup
-        .create_rest(linux.resources().as_ref())
-        .and_then(|()| {
-            sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
-        });
-    drop(go_w);
-    // If the child failed before taking the go byte, its own report says why.
-    let started = match joined {
-        Ok(()) => await_child(&plan, &names, &sync_r, mode),
-        Err(e) => match await_child(&plan, &names, &sync_r, mode) {
-            Err(child @ Error::Init(_)) => Err(child),
-            _ => Err(e),
-        },
-    };
-    if let Err(e) = started {
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        // The container is destroyed (OCI lifecycle step 12), then the poststop hooks run
+        // (step 13), whatever stage create failed at once the init existed.
+        drop(cleanup);
+        let state = crate::hooks::state_json(spec, &opts.id, 0, "stopped", &bundle.dir);
+        crate::hooks::run_warn(spec, crate::hooks::Kind::Poststop, &state);
         return Err(e);
     }
     let console = match console_parent {
@@ -245,6 +227,9 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     if let Err(e) = saved {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        drop(cleanup);
+        let state = crate::hooks::state_json(spec, &opts.id, 0, "stopped", &bundle.dir);
+        crate::hooks::run_warn(spec, crate::hooks::Kind::Poststop, &state);
         return Err(e);
     }
     cleanup.armed = false;
@@ -253,6 +238,57 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         pidfd,
         console,
     })
+}
+
+/// From a cloned init to one that is ready (create) or has exec'd (run): its id maps, the
+/// state the in-container hooks read, the prestart and createRuntime hooks, the v1 cgroups and
+/// limits, then the go byte, and the init's own report.
+#[allow(clippy::too_many_arguments)]
+fn release(
+    spec: &Spec,
+    id: &str,
+    bundle: &Path,
+    pid: libc::pid_t,
+    plan: &ChildPlan,
+    names: &PlanNames,
+    id_maps: Option<&(Vec<u8>, Vec<u8>)>,
+    cgroup: &Cgroup,
+    (sync_r, go_w): (OwnedFd, OwnedFd),
+    mode: Mode,
+) -> Result<()> {
+    if let Some((uid_map, gid_map)) = id_maps {
+        write_id_map(pid, "uid_map", uid_map)?;
+        write_id_map(pid, "gid_map", gid_map)?;
+    }
+    let state = crate::hooks::state_json(spec, id, pid, "creating", bundle);
+    if let Some(h) = &plan.create_hooks {
+        h.write_state(&state)?;
+    }
+    if let Some(h) = &plan.start_hooks {
+        h.write_state(&crate::hooks::state_json(spec, id, pid, "created", bundle))?;
+    }
+    // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
+    // child waits for the go byte).
+    crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)?;
+    crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state)?;
+
+    // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
+    // joins them itself.
+    let linux = spec.linux().as_ref().expect("validated");
+    let joined = cgroup
+        .create_rest(linux.resources().as_ref())
+        .and_then(|()| {
+            sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
+        });
+    drop(go_w);
+    // If the child failed before taking the go byte, its own report says why.
+    match joined {
+        Ok(()) => await_child(plan, names, &sync_r, mode),
+        Err(e) => match await_child(plan, names, &sync_r, mode) {
+            Err(child @ Error::Init(_)) => Err(child),
+            _ => Err(e),
+        },
+    }
 }
 
 /// clone3 the child that runs `plan`: in `pidns` when given (entered for our next child only,
@@ -321,19 +357,13 @@ pub(super) fn await_child(
     mode: Mode,
 ) -> Result<()> {
     let mut buf = [0u8; Report::SIZE];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = sys::read(sync.as_fd(), &mut buf[got..])
-            .map_err(|e| Error::sys("read from container init", e))?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
+    let got = read_full(sync.as_fd(), &mut buf)?;
     if got == Report::SIZE {
         let r = Report::from_bytes(&buf);
         if let Some(f) = Failure::from_report(&r) {
-            return Err(Error::Init(init::describe(plan, &f, names)));
+            let mut detail = vec![0u8; (r.detail_len as usize).min(Report::MAX_DETAIL)];
+            let n = read_full(sync.as_fd(), &mut detail)?;
+            return Err(Error::Init(init::describe(plan, &f, names, &detail[..n])));
         }
         if r.tag == init::TAG_READY && mode == Mode::Create {
             return Ok(());
@@ -347,6 +377,20 @@ pub(super) fn await_child(
     Err(Error::Init(
         "container init exited without reporting".into(),
     ))
+}
+
+/// Read until `buf` is full or the writer is gone; returns how much was read.
+pub(super) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = sys::read(fd, &mut buf[got..])
+            .map_err(|e| Error::sys("read from container init", e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
 }
 
 fn join_cstrings(cgroup: &Cgroup, born_in_unified: bool) -> Result<Vec<CString>> {
@@ -512,6 +556,8 @@ fn prepare(
     }
 
     let process_plan = super::process::plan(process, &config, console, seccomp, &mut names)?;
+    let create_hooks = in_container::Plan::new(spec, Kind::CreateContainer, &config)?;
+    let start_hooks = in_container::Plan::new(spec, Kind::StartContainer, &config)?;
 
     let plan = ChildPlan {
         sync: -1,
@@ -530,6 +576,8 @@ fn prepare(
         gate,
         timens_offsets,
         userns_root: new_userns,
+        create_hooks,
+        start_hooks,
     };
     Ok(Prepared {
         plan,

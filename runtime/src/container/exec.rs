@@ -147,6 +147,8 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         gate: Gate::Immediate,
         timens_offsets: None,
         userns_root: false,
+        create_hooks: None,
+        start_hooks: None,
     };
     let (child, pidfd) = fork_child(
         &mut plan,
