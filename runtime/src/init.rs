@@ -121,6 +121,8 @@ pub struct Report {
 
 pub const TAG_READY: u32 = 1;
 pub const TAG_FAILED: u32 = 2;
+/// Carries the seccomp notify listener (SCM_RIGHTS) for the runtime to pass to the agent.
+pub const TAG_SECCOMP_LISTENER: u32 = 3;
 
 impl Report {
     pub const SIZE: usize = 24;
@@ -128,8 +130,12 @@ impl Report {
     pub const MAX_DETAIL: usize = 4096;
 
     pub fn ready() -> Report {
+        Report::tagged(TAG_READY)
+    }
+
+    fn tagged(tag: u32) -> Report {
         Report {
-            tag: TAG_READY,
+            tag,
             step: 0,
             index: 0,
             errno: 0,
@@ -438,7 +444,7 @@ fn setup(
     // Without no_new_privs the kernel only accepts a filter from a privileged caller: install it
     // before dropping privileges (the filter then also governs setuid and capset), as runc.
     if let (Some(f), false) = (&p.process.seccomp, p.process.no_new_privs) {
-        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+        load_seccomp(p, f)?;
     }
     if let Some(c) = &p.process.caps {
         for cap in 0..=c.last_cap {
@@ -483,7 +489,7 @@ fn setup(
     sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(fail(Step::Exec, 0))?;
     if let (Some(f), true) = (&p.process.seccomp, p.process.no_new_privs) {
-        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+        load_seccomp(p, f)?;
     }
     if let Gate::Fifo(fifo) = &p.gate {
         // SAFETY: the sync write end stays open until exec (it is O_CLOEXEC).
@@ -505,6 +511,18 @@ fn setup(
     // keeps alive; execve only returns on failure.
     unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Err(fail(Step::Exec, 0)(io::Error::last_os_error()))
+}
+
+/// Load the container's filter; a notify listener goes to the runtime over the sync socket
+/// right away (the syscalls it traps wait for the agent, which gets it from there).
+fn load_seccomp(p: &ChildPlan, f: &crate::seccomp::Program) -> Res<()> {
+    if let Some(listener) = crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))? {
+        // SAFETY: the sync socket stays open until exec (it is close-on-exec).
+        let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
+        let report = Report::tagged(TAG_SECCOMP_LISTENER).to_bytes();
+        sys::send_fd(sync, &report, listener.as_raw_fd()).map_err(fail(Step::Seccomp, 1))?;
+    }
+    Ok(())
 }
 
 fn find_executable(candidates: &[CString]) -> Res<&CStr> {
@@ -908,6 +926,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames, detail: &[u8]) ->
     let what = match f.step {
         Step::Stdio => format!("dup stdio fd {i}"),
         Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
+        Step::Seccomp if i == 1 => "send the seccomp notify listener to the runtime".into(),
         Step::Seccomp => "load the seccomp filter".into(),
         Step::NonDumpable => "prctl PR_SET_DUMPABLE 0".into(),
         Step::TimeNamespace => {

@@ -13,6 +13,7 @@ pub mod init;
 pub mod log;
 pub mod mounts;
 pub mod seccomp;
+pub mod seccomp_agent;
 pub mod spec;
 pub mod sys;
 pub mod time;

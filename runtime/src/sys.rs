@@ -554,6 +554,21 @@ pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: RawFd) -> io::Result<()
 
 /// Receive one descriptor sent with [`send_fd`]; returns it and the payload length.
 pub fn recv_fd(sock: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(OwnedFd, usize)> {
+    match recv_maybe_fd(sock, payload)? {
+        (n, Some(fd)) => Ok((fd, n)),
+        (_, None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no file descriptor in the message",
+        )),
+    }
+}
+
+/// recvmsg into `payload`, taking the descriptor that came with the data if there is one
+/// (0 bytes: end of stream).
+pub fn recv_maybe_fd(
+    sock: BorrowedFd<'_>,
+    payload: &mut [u8],
+) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut cbuf = [0u64; 8];
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr() as *mut libc::c_void,
@@ -583,13 +598,10 @@ pub fn recv_fd(sock: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(OwnedFd,
             || (*cmsg).cmsg_level != libc::SOL_SOCKET
             || (*cmsg).cmsg_type != libc::SCM_RIGHTS
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no file descriptor in the message",
-            ));
+            return Ok((n, None));
         }
         let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-        Ok((OwnedFd::from_raw_fd(fd), n))
+        Ok((n, Some(OwnedFd::from_raw_fd(fd))))
     }
 }
 

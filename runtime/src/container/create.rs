@@ -19,6 +19,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hooks::{in_container, Kind};
 use crate::init::{self, ChildPlan, DeviceNode, Failure, Gate, PlanNames, Report, RootfsPlan};
 use crate::mounts::{self, cstring, CgroupMountCtx, Target};
+use crate::seccomp_agent::Agent;
 use crate::spec::{self, Bundle};
 use crate::sys::{self, Forked};
 
@@ -148,7 +149,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         Mode::Run => Gate::Immediate,
     };
 
-    let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let (sync_r, sync_w) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
     let (go_r, go_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
     let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child, seccomp)?;
     let Prepared {
@@ -271,6 +272,12 @@ fn release(
     // child waits for the go byte).
     crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)?;
     crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state)?;
+    let agent = plan
+        .process
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener.as_ref())
+        .map(|l| Agent::new(l, spec.version(), pid, &state));
 
     // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
     // joins them itself.
@@ -283,8 +290,8 @@ fn release(
     drop(go_w);
     // If the child failed before taking the go byte, its own report says why.
     match joined {
-        Ok(()) => await_child(plan, names, &sync_r, mode),
-        Err(e) => match await_child(plan, names, &sync_r, mode) {
+        Ok(()) => await_child(plan, names, &sync_r, mode, agent.as_ref()),
+        Err(e) => match await_child(plan, names, &sync_r, mode, agent.as_ref()) {
             Err(child @ Error::Init(_)) => Err(child),
             _ => Err(e),
         },
@@ -349,15 +356,31 @@ pub(super) fn fork_child(
 }
 
 /// Read the child's reports: a failure becomes an error naming the step; `Create` waits for
-/// READY, `Run` for the pipe to close on exec.
+/// READY, `Run` for the socket to close on exec. A seccomp notify listener on the way is
+/// passed to `agent`.
 pub(super) fn await_child(
     plan: &ChildPlan,
     names: &PlanNames,
     sync: &OwnedFd,
     mode: Mode,
+    agent: Option<&Agent>,
 ) -> Result<()> {
     let mut buf = [0u8; Report::SIZE];
-    let got = read_full(sync.as_fd(), &mut buf)?;
+    let (mut got, mut fd) = recv_full(sync.as_fd(), &mut buf)?;
+    while got == Report::SIZE && Report::from_bytes(&buf).tag == init::TAG_SECCOMP_LISTENER {
+        let listener = fd.take().ok_or_else(|| {
+            Error::Init("the seccomp listener report came without a descriptor".into())
+        })?;
+        match agent {
+            Some(a) => a.send(listener)?,
+            None => {
+                return Err(Error::Init(
+                    "container init sent a seccomp listener nobody asked for".into(),
+                ))
+            }
+        }
+        (got, fd) = recv_full(sync.as_fd(), &mut buf)?;
+    }
     if got == Report::SIZE {
         let r = Report::from_bytes(&buf);
         if let Some(f) = Failure::from_report(&r) {
@@ -377,6 +400,25 @@ pub(super) fn await_child(
     Err(Error::Init(
         "container init exited without reporting".into(),
     ))
+}
+
+/// recvmsg until `buf` is full or the writer is gone; returns how much was read and a
+/// descriptor that came with it.
+fn recv_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>)> {
+    let mut got = 0;
+    let mut passed = None;
+    while got < buf.len() {
+        let (n, f) = sys::recv_maybe_fd(fd, &mut buf[got..])
+            .map_err(|e| Error::sys("read from container init", e))?;
+        if f.is_some() {
+            passed = f;
+        }
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok((got, passed))
 }
 
 /// Read until `buf` is full or the writer is gone; returns how much was read.

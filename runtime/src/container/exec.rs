@@ -11,6 +11,7 @@ use super::create::{await_child, fork_child, write_pid_file, Mode};
 use super::{Container, Status};
 use crate::error::{Error, IoContext, Result};
 use crate::init::{ChildPlan, Gate, PlanNames};
+use crate::seccomp_agent::Agent;
 use crate::sys;
 
 /// What `exec` is asked to run.
@@ -129,7 +130,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         .map(|s| crate::seccomp::cache::compile(root, s))
         .transpose()?;
     let process = super::process::plan(p, &config, console_child, seccomp, &mut names)?;
-    let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let (sync_r, sync_w) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
     let mut plan = ChildPlan {
         sync: sync_w.as_raw_fd(),
         go: None,
@@ -157,7 +158,19 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         Some((init.as_fd(), root_path.as_path())),
     )?;
     drop(sync_w);
-    if let Err(e) = await_child(&plan, &names, &sync_r, Mode::Run) {
+    // The exec'd process loads the container's filter too: a notify listener of its own goes
+    // to the agent with its pid and the container's state.
+    let agent = plan
+        .process
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener.as_ref())
+        .map(|l| {
+            let state =
+                crate::hooks::state_json(&bundle.spec, id, pid, status.as_str(), &c.record.bundle);
+            Agent::new(l, bundle.spec.version(), child, &state)
+        });
+    if let Err(e) = await_child(&plan, &names, &sync_r, Mode::Run, agent.as_ref()) {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
         return Err(e);
