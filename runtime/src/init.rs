@@ -319,6 +319,9 @@ pub struct ChildPlan {
     /// In a new user namespace: once the parent has written the id maps (and the host cgroup
     /// files are joined as host root), become the namespace's root so files can be created.
     pub userns_root: bool,
+    /// A user namespace to join by path (descriptor, path for messages): joined by a helper
+    /// before the init is cloned (see container::create), never by the init itself.
+    pub join_userns: Option<(OwnedFd, CString)>,
     /// createContainer hooks: run after the mounts, before pivot_root.
     pub create_hooks: Option<in_container::Plan>,
     /// startContainer hooks: run once released, right before execve.

@@ -170,11 +170,6 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
                 format!("namespace {:?} listed twice", ns.typ()),
             ));
         }
-        if ns.typ() == LinuxNamespaceType::User && ns.path().is_some() {
-            return Err(Error::Unsupported(
-                "joining an existing user namespace by path is not supported yet (a new one, with uidMappings/gidMappings, is)".into(),
-            ));
-        }
         if let Some(p) = ns.path() {
             if !p.is_absolute() {
                 return Err(invalid(
@@ -209,7 +204,19 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
             ));
         }
     } else if has_maps(linux.uid_mappings()) || has_maps(linux.gid_mappings()) {
-        return Err(invalid(path, "uid/gid mappings need a new user namespace"));
+        let joined = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        return Err(invalid(
+            path,
+            if joined {
+                "uid/gid mappings cannot be given when joining a user namespace by path (its maps are already written)"
+            } else {
+                "uid/gid mappings need a new user namespace"
+            },
+        ));
     }
     if let Some(offsets) = linux.time_offsets() {
         if !offsets.is_empty() && !new_ns(LinuxNamespaceType::Time) {

@@ -42,6 +42,8 @@ struct CloneArgs {
 
 pub const CLONE_PIDFD: u64 = 0x1000;
 pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// The new process is a child of the caller's parent; its exit signal is then the caller's.
+pub const CLONE_PARENT: u64 = 0x8000;
 
 /// What `clone3` returned in the process that is now running.
 pub enum Forked {
@@ -60,7 +62,12 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
     let mut args = CloneArgs {
         flags: flags | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // clone3 refuses an exit signal with CLONE_PARENT: the child inherits ours.
+        exit_signal: if flags & CLONE_PARENT != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         ..Default::default()
     };
     if let Some(fd) = cgroup {
@@ -639,6 +646,16 @@ pub fn monotonic_ms() -> i64 {
     // SAFETY: t is valid for writes.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
     t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
+/// The pid (in our pid namespace) of the process a pidfd refers to, from its fdinfo.
+pub fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &libc::pid_t| p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
 /// The errno of an io::Error (EIO when it has none).

@@ -321,6 +321,20 @@ pub(super) fn fork_child(
         None => None,
     };
     plan.cgroup_join = join_cstrings(cgroup, clone_into.is_some())?;
+    if plan.join_userns.is_some() {
+        // The child joins its cgroups itself: the helper's clone3 stays simple.
+        plan.cgroup_join = join_cstrings(cgroup, false)?;
+        let forked = fork_in_userns(plan, clone_flags, &argv, &envp);
+        if let Some(own) = &own_pidns {
+            let restored = sys::setns(own.as_fd(), libc::CLONE_NEWPID);
+            if let (Ok((_, pidfd)), Err(_)) = (&forked, &restored) {
+                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+            }
+            restored.ctx("restore pid namespace", "/proc/self/ns/pid")?;
+        }
+        return forked;
+    }
     // SAFETY: berth-runtime (and the shim that embeds it) is single-threaded when it creates a
     // process; the child only runs `child_main`, which makes syscalls and exits or execs.
     let mut forked = unsafe { sys::clone3(clone_flags, clone_into.as_ref().map(|f| f.as_fd())) };
@@ -352,6 +366,73 @@ pub(super) fn fork_child(
     match forked.map_err(|e| Error::sys("clone3", e))? {
         Forked::Child => unreachable!("the child never returns from child_main"),
         Forked::Parent { pid, pidfd } => Ok((pid, pidfd)),
+    }
+}
+
+/// Joining a user namespace by path: the new namespaces must belong to it (as runc makes
+/// them), so they cannot come from our clone3. A short-lived helper joins the user namespace
+/// first and clones the init with the namespace flags and CLONE_PARENT — the init is still our
+/// child, reaped through its pidfd, which the helper passes back before it exits. Its other
+/// namespaces given by path are joined by the init, after the user namespace.
+fn fork_in_userns(
+    plan: &ChildPlan,
+    clone_flags: u64,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Result<(libc::pid_t, OwnedFd)> {
+    let (ours, theirs) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
+    let (userns, userns_path) = plan.join_userns.as_ref().expect("checked by the caller");
+    // SAFETY: single-threaded, as in fork_child; the helper only makes syscalls and exits.
+    match unsafe { sys::clone3(0, None) }.map_err(|e| Error::sys("clone3", e))? {
+        Forked::Child => {
+            drop(ours);
+            let step = (|| {
+                sys::setns(userns.as_fd(), libc::CLONE_NEWUSER).map_err(|e| (0u32, e))?;
+                // SAFETY: the helper is single-threaded; the init only runs child_main.
+                match unsafe { sys::clone3(clone_flags | sys::CLONE_PARENT, None) } {
+                    Ok(Forked::Child) => init::child_main(plan, argv, envp),
+                    Ok(Forked::Parent { pidfd, .. }) => {
+                        sys::send_fd(theirs.as_fd(), &[0u8], pidfd.as_raw_fd()).map_err(|e| (2, e))
+                    }
+                    Err(e) => Err((1, e)),
+                }
+            })();
+            if let Err((what, e)) = step {
+                let mut msg = [0u8; 8];
+                msg[..4].copy_from_slice(&what.to_ne_bytes());
+                msg[4..].copy_from_slice(&sys::errno_of(&e).to_ne_bytes());
+                let _ = sys::write_all(theirs.as_fd(), &msg);
+            }
+            // SAFETY: _exit is async-signal-safe; nothing of ours to tear down.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Parent { pidfd: helper, .. } => {
+            drop(theirs);
+            let mut msg = [0u8; 8];
+            let got = sys::recv_maybe_fd(ours.as_fd(), &mut msg);
+            let _ = sys::waitid_pidfd(helper.as_fd(), false);
+            let name = userns_path.to_string_lossy();
+            match got.map_err(|e| Error::sys("receive the container init's pidfd", e))? {
+                (_, Some(pidfd)) => {
+                    let pid = sys::pidfd_pid(pidfd.as_fd())
+                        .map_err(|e| Error::sys("read the container init's pid", e))?;
+                    Ok((pid, pidfd))
+                }
+                (8, None) => {
+                    let what = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+                    let errno = i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    Err(Error::Init(match what {
+                        0 => format!("setns user namespace {name}: {err}"),
+                        1 => format!("clone3 in user namespace {name}: {err}"),
+                        _ => format!("pass the container init's pidfd: {err}"),
+                    }))
+                }
+                _ => Err(Error::Init(format!(
+                    "the helper joining user namespace {name} exited without a word"
+                ))),
+            }
+        }
     }
 }
 
@@ -505,6 +586,7 @@ fn prepare(
     let mut pidns = None;
     let mut new_cgroupns = false;
     let mut new_userns = false;
+    let mut join_userns = None;
     let mut new_timens = false;
     for ns in linux.namespaces().iter().flatten() {
         let flag = ns_flag(ns.typ());
@@ -523,6 +605,8 @@ fn prepare(
                     .ctx("open namespace", p)?;
                 if ns.typ() == LinuxNamespaceType::Pid {
                     pidns = Some((fd, p.clone()));
+                } else if ns.typ() == LinuxNamespaceType::User {
+                    join_userns = Some((fd, cstring(p.as_os_str().as_bytes(), &config)?));
                 } else {
                     names
                         .join
@@ -579,14 +663,10 @@ fn prepare(
         .map(|h| cstring(h.as_bytes(), &config))
         .transpose()?;
 
-    let rootfs = prepare_rootfs(
-        bundle,
-        host,
-        cgroup,
-        new_cgroupns,
-        new_userns,
-        opts.no_pivot,
-    )?;
+    // In a user namespace, new or joined, device nodes are bind-mounted and the init becomes
+    // the namespace's root once it is in it.
+    let in_userns = new_userns || join_userns.is_some();
+    let rootfs = prepare_rootfs(bundle, host, cgroup, new_cgroupns, in_userns, opts.no_pivot)?;
 
     let mut sysctls = Vec::new();
     for (k, v) in linux.sysctl().iter().flatten() {
@@ -617,7 +697,8 @@ fn prepare(
         preserve_fds: opts.preserve_fds,
         gate,
         timens_offsets,
-        userns_root: new_userns,
+        userns_root: in_userns,
+        join_userns,
         create_hooks,
         start_hooks,
     };

@@ -148,6 +148,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         gate: Gate::Immediate,
         timens_offsets: None,
         userns_root: false,
+        join_userns: None,
         create_hooks: None,
         start_hooks: None,
     };
