@@ -56,11 +56,12 @@ pub enum Step {
     TimeNamespace,
     CreateContainerHook,
     StartContainerHook,
+    SecurityLabel,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 38] = [
+        const ALL: [Step; 39] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -99,6 +100,7 @@ impl Step {
             Step::TimeNamespace,
             Step::CreateContainerHook,
             Step::StartContainerHook,
+            Step::SecurityLabel,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -286,6 +288,8 @@ pub struct ProcessPlan {
     pub envp: Vec<CString>,
     /// The container's seccomp filter, compiled.
     pub seccomp: Option<crate::seccomp::Program>,
+    /// AppArmor profile or SELinux label for the program, written last before execve.
+    pub exec_label: Option<crate::lsm::ExecLabel>,
 }
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -510,6 +514,9 @@ fn setup(
         in_container::run_all(hooks, out)
             .map_err(|f| Failure::hook(Step::StartContainerHook, f))?;
     }
+    if let Some(label) = &p.process.exec_label {
+        apply_exec_label(label)?;
+    }
     // SAFETY: argv and envp are NULL-terminated arrays of pointers into C strings the plan
     // keeps alive; execve only returns on failure.
     unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -526,6 +533,25 @@ fn load_seccomp(p: &ChildPlan, f: &crate::seccomp::Program) -> Res<()> {
         sys::send_fd(sync, &report, listener.as_raw_fd()).map_err(fail(Step::Seccomp, 1))?;
     }
     Ok(())
+}
+
+/// The LSM label the next execve enters: the first of the label's files that exists.
+fn apply_exec_label(label: &crate::lsm::ExecLabel) -> Res<()> {
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for (i, path) in label.paths.iter().enumerate() {
+        match sys::openat(None, path, libc::O_WRONLY, 0) {
+            Ok(fd) => {
+                return sys::write_all(fd.as_fd(), label.value.to_bytes())
+                    .map_err(fail(Step::SecurityLabel, i));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
+            Err(e) => return Err(fail(Step::SecurityLabel, i)(e)),
+        }
+    }
+    Err(fail(
+        Step::SecurityLabel,
+        label.paths.len().saturating_sub(1),
+    )(last))
 }
 
 fn find_executable(candidates: &[CString]) -> Res<&CStr> {
@@ -1066,6 +1092,16 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames, detail: &[u8]) ->
             );
         }
         Step::StartFifo => "wait for start on exec.fifo".into(),
+        Step::SecurityLabel => {
+            let label = p.process.exec_label.as_ref();
+            format!(
+                "write {:?} to {}",
+                label.map_or("?".into(), |l| l.value.to_string_lossy()),
+                label
+                    .and_then(|l| l.paths.get(i))
+                    .map_or("?".into(), |c| c.to_string_lossy())
+            )
+        }
         Step::CreateContainerHook | Step::StartContainerHook => unreachable!("handled above"),
         Step::Exec => format!(
             "exec {}",

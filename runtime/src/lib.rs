@@ -11,6 +11,7 @@ pub mod features;
 pub mod hooks;
 pub mod init;
 pub mod log;
+pub mod lsm;
 pub mod mounts;
 pub mod seccomp;
 pub mod seccomp_agent;

@@ -126,25 +126,6 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
             }
         }
     }
-    if process
-        .apparmor_profile()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "process.apparmorProfile: AppArmor profiles are not supported by berth-runtime yet"
-                .into(),
-        ));
-    }
-    if process
-        .selinux_label()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "process.selinuxLabel: SELinux labels are not supported by berth-runtime yet".into(),
-        ));
-    }
     for m in spec.mounts().iter().flatten() {
         if !m.destination().is_absolute() {
             return Err(invalid(
@@ -162,6 +143,12 @@ pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
         .linux()
         .as_ref()
         .ok_or_else(|| invalid(path, "linux section is required"))?;
+    crate::lsm::host().check(
+        process.apparmor_profile(),
+        process.selinux_label(),
+        linux.mount_label(),
+        "",
+    )?;
     let mut kinds = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
         if !kinds.insert(ns.typ()) {

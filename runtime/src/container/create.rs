@@ -738,7 +738,23 @@ fn prepare_rootfs(
         cgroup,
         new_cgroupns,
     };
-    let planned = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    let mut planned = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    // linux.mountLabel (checked against the host already): the SELinux context of the
+    // filesystems we make.
+    if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+        for op in &mut planned.ops {
+            let mounts::Op::Mount(m) = op else { continue };
+            let takes = m
+                .fstype
+                .as_deref()
+                .is_some_and(|t| crate::lsm::takes_mount_label(&t.to_string_lossy()));
+            if takes {
+                let data = m.data.as_deref().map(|d| d.to_string_lossy().into_owned());
+                let labelled = crate::lsm::with_mount_label(data.as_deref(), label);
+                m.data = Some(cstring(labelled.as_bytes(), &config)?);
+            }
+        }
+    }
     // A bind-mounted /dev is the host's business; otherwise populate it as runc does.
     let dev_is_bind = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")

@@ -85,15 +85,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
             msg: format!("exec: cwd {:?} must be absolute", p.cwd()),
         });
     }
-    if p.apparmor_profile()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-        || p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "exec: AppArmor profiles and SELinux labels are not supported yet".into(),
-        ));
-    }
+    crate::lsm::host().check(p.apparmor_profile(), p.selinux_label(), &None, "exec: ")?;
     let terminal = p.terminal().unwrap_or(false);
     let (console_child, console_parent) =
         super::console_ends(terminal, opts.console_socket.as_deref())?;
