@@ -191,6 +191,12 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
         )));
     }
     if listener.is_some() {
+        // The kernel refuses a new listener for a filter synchronised to all threads.
+        if flags & 1 != 0 {
+            return Err(unsupported(
+                "SECCOMP_FILTER_FLAG_TSYNC cannot be combined with SCMP_ACT_NOTIFY",
+            ));
+        }
         flags |= FLAG_NEW_LISTENER;
     }
     Ok(Program {
