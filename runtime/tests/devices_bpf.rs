@@ -21,13 +21,6 @@ fn the_device_program_decides_what_a_process_in_the_cgroup_may_open() {
     let Some(mount) = unified_mount() else {
         panic!("no cgroup v2 hierarchy on this host");
     };
-    let dir = mount.join(format!("berth-devices-bpf-{}", std::process::id()));
-    std::fs::create_dir(&dir).unwrap();
-    // As a pure v2 host sees it: no v1 hierarchies, only the unified directory.
-    let cg = Cgroup {
-        v1: Vec::new(),
-        unified: Some(dir.clone()),
-    };
     // Deny everything, then /dev/null; the runtime adds runc's defaults (zero, full, random,
     // urandom, tty, ptys, mknod of anything) after the config's rules. /dev/kmsg (c 1:11) is
     // in no allow rule.
@@ -52,6 +45,14 @@ fn the_device_program_decides_what_a_process_in_the_cgroup_may_open() {
         outside.starts_with("null-ok\nzero-ok\nkmsg-ok\n"),
         "{outside}"
     );
+
+    let dir = mount.join(format!("berth-devices-bpf-{}", std::process::id()));
+    std::fs::create_dir(&dir).unwrap();
+    // As a pure v2 host sees it: no v1 hierarchies, only the unified directory.
+    let cg = Cgroup {
+        v1: Vec::new(),
+        unified: Some(dir.clone()),
+    };
 
     let made = cg.create_rest(Some(&res));
     let procs = dir.join("cgroup.procs");
