@@ -2,9 +2,12 @@
 //! before clone. The child only hands the prepared program to `seccomp(SET_MODE_FILTER)`, the
 //! last thing before exec (or before dropping privileges when no_new_privs is off, as runc).
 //! create and exec go through `cache`, which compiles each profile once.
+//! With SCMP_ACT_NOTIFY rules the filter is loaded with a new listener, which the child hands
+//! to the runtime and the runtime to the agent at `listenerPath` (see [`crate::seccomp_agent`]).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -20,9 +23,23 @@ pub mod cache;
 #[derive(Debug, Clone)]
 pub struct Program {
     pub filter: Vec<libc::sock_filter>,
-    /// SECCOMP_FILTER_FLAG_* bits from the config's `flags`.
+    /// SECCOMP_FILTER_FLAG_* bits from the config's `flags` (plus NEW_LISTENER for notify).
     pub flags: libc::c_ulong,
+    /// Where the notify listener goes, when a rule uses SCMP_ACT_NOTIFY.
+    pub listener: Option<Listener>,
 }
+
+/// The seccomp agent that receives the notify listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// linux.seccomp.listenerPath: a unix socket the agent listens on.
+    pub path: PathBuf,
+    /// linux.seccomp.listenerMetadata, passed through to the agent.
+    pub metadata: String,
+}
+
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER: seccomp() returns a notify descriptor.
+pub const FLAG_NEW_LISTENER: libc::c_ulong = 1 << 3;
 
 fn unsupported(msg: impl Into<String>) -> Error {
     Error::Unsupported(format!("linux.seccomp: {}", msg.into()))
@@ -38,13 +55,13 @@ fn name_of<T: Serialize>(v: &T) -> String {
 
 fn action(name: &str, errno: Option<u32>) -> Result<ScmpAction> {
     match name {
-        "SCMP_ACT_NOTIFY" => Err(unsupported(
-            "SCMP_ACT_NOTIFY needs a seccomp agent (listenerPath), which berth does not support yet",
-        )),
+        "SCMP_ACT_NOTIFY" => Ok(ScmpAction::Notify),
         // runc's default errno is EPERM.
         "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(errno.unwrap_or(libc::EPERM as u32) as i32)),
         "SCMP_ACT_TRACE" => Ok(ScmpAction::Trace(errno.unwrap_or(libc::EPERM as u32) as u16)),
-        other => ScmpAction::from_str(other, None).map_err(|e| unsupported(format!("{other}: {e}"))),
+        other => {
+            ScmpAction::from_str(other, None).map_err(|e| unsupported(format!("{other}: {e}")))
+        }
     }
 }
 
@@ -65,11 +82,7 @@ fn compare(op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> (Scm
 
 /// Compile `s` to BPF.
 pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
-    if s.listener_path().is_some() {
-        return Err(unsupported(
-            "listenerPath (seccomp notify agents) is not supported yet",
-        ));
-    }
+    let listener = notify_listener(s)?;
     let default = action(&name_of(&s.default_action()), s.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| unsupported(e.to_string()))?;
     // A binary search over syscall numbers rather than a list tested in turn. libseccomp takes
@@ -177,11 +190,76 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
             filter.len()
         )));
     }
-    Ok(Program { filter, flags })
+    if listener.is_some() {
+        // The kernel refuses a new listener for a filter synchronised to all threads.
+        if flags & 1 != 0 {
+            return Err(unsupported(
+                "SECCOMP_FILTER_FLAG_TSYNC cannot be combined with SCMP_ACT_NOTIFY",
+            ));
+        }
+        flags |= FLAG_NEW_LISTENER;
+    }
+    Ok(Program {
+        filter,
+        flags,
+        listener,
+    })
 }
 
-/// Install `p` on the calling thread. Runs in the child: no allocation.
-pub fn load(p: &Program) -> std::io::Result<()> {
+/// SCMP_ACT_NOTIFY is usable only with an agent to hand the listener to, and never on the
+/// syscalls that hand it over (the child would wait for an agent that has no listener yet).
+fn notify_listener(s: &LinuxSeccomp) -> Result<Option<Listener>> {
+    const NOTIFY: &str = "SCMP_ACT_NOTIFY";
+    if name_of(&s.default_action()) == NOTIFY {
+        return Err(unsupported(
+            "SCMP_ACT_NOTIFY cannot be the defaultAction (the runtime itself must still send the listener to the agent)",
+        ));
+    }
+    let mut notify = false;
+    for rule in s.syscalls().iter().flatten() {
+        if name_of(&rule.action()) != NOTIFY {
+            continue;
+        }
+        notify = true;
+        if let Some(n) = rule.names().iter().find(|n| *n == "sendmsg") {
+            return Err(unsupported(format!(
+                "SCMP_ACT_NOTIFY cannot be used for {n} (the listener is sent with it)"
+            )));
+        }
+    }
+    let path = s
+        .listener_path()
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty());
+    match (notify, path) {
+        (true, None) => Err(unsupported(
+            "SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath (the seccomp agent's socket)",
+        )),
+        (true, Some(p)) if !p.is_absolute() => Err(unsupported(format!(
+            "listenerPath {} must be absolute",
+            p.display()
+        ))),
+        (true, Some(p)) => Ok(Some(Listener {
+            path: p.clone(),
+            metadata: s.listener_metadata().clone().unwrap_or_default(),
+        })),
+        (false, Some(p)) => {
+            crate::log::warn_once(
+                "seccomp_listener_unused",
+                &format!(
+                    "linux.seccomp.listenerPath {} is not used: no rule has SCMP_ACT_NOTIFY",
+                    p.display()
+                ),
+            );
+            Ok(None)
+        }
+        (false, None) => Ok(None),
+    }
+}
+
+/// Install `p` on the calling thread; returns the notify listener when `p` asks for one. Runs
+/// in the child: no allocation.
+pub fn load(p: &Program) -> std::io::Result<Option<OwnedFd>> {
     let prog = libc::sock_fprog {
         len: p.filter.len() as u16,
         filter: p.filter.as_ptr() as *mut libc::sock_filter,
@@ -198,7 +276,11 @@ pub fn load(p: &Program) -> std::io::Result<()> {
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    if p.flags & FLAG_NEW_LISTENER == 0 {
+        return Ok(None);
+    }
+    // SAFETY: with NEW_LISTENER, seccomp() returned a fresh descriptor that we now own.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) }))
 }
 
 #[cfg(test)]
@@ -228,13 +310,45 @@ mod tests {
     }
 
     #[test]
-    fn refuses_notify_and_unknown_flags() {
+    fn notify_needs_a_listener_path_and_gets_a_listener() {
         let e = compile_json(serde_json::json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
         }))
         .unwrap_err();
-        assert!(e.to_string().contains("SCMP_ACT_NOTIFY"), "{e}");
+        assert!(
+            e.to_string().contains("needs linux.seccomp.listenerPath"),
+            "{e}"
+        );
+        let p = compile_json(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/agent.sock",
+            "listenerMetadata": "m",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        }))
+        .unwrap();
+        assert_eq!(p.flags, FLAG_NEW_LISTENER);
+        let l = p.listener.unwrap();
+        assert_eq!(
+            (l.path.to_str(), l.metadata.as_str()),
+            (Some("/run/agent.sock"), "m")
+        );
+    }
+
+    #[test]
+    fn notify_is_refused_as_default_and_for_sendmsg() {
+        for (default, names) in [
+            ("SCMP_ACT_NOTIFY", vec!["mkdir"]),
+            ("SCMP_ACT_ALLOW", vec!["mkdir", "sendmsg"]),
+        ] {
+            let e = compile_json(serde_json::json!({
+                "defaultAction": default,
+                "listenerPath": "/run/agent.sock",
+                "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]
+            }))
+            .unwrap_err();
+            assert!(e.to_string().contains("SCMP_ACT_NOTIFY cannot be"), "{e}");
+        }
     }
 
     #[test]

@@ -79,18 +79,12 @@ fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> 
         }
     }
     if let Some(h) = spec.hooks() {
-        if h.create_container().as_ref().is_some_and(|v| !v.is_empty())
-            || h.start_container().as_ref().is_some_and(|v| !v.is_empty())
-        {
-            return Err(invalid(
-                path,
-                "hooks.createContainer and hooks.startContainer are not supported yet",
-            ));
-        }
         #[allow(deprecated)]
         let all = [
             h.prestart(),
             h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
             h.poststart(),
             h.poststop(),
         ];
@@ -147,25 +141,6 @@ fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> 
             }
         }
     }
-    if process
-        .apparmor_profile()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "process.apparmorProfile: AppArmor profiles are not supported by berth-runtime yet"
-                .into(),
-        ));
-    }
-    if process
-        .selinux_label()
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "process.selinuxLabel: SELinux labels are not supported by berth-runtime yet".into(),
-        ));
-    }
     for m in spec.mounts().iter().flatten() {
         if !m.destination().is_absolute() {
             return Err(invalid(
@@ -183,17 +158,18 @@ fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> 
         .linux()
         .as_ref()
         .ok_or_else(|| invalid(path, "linux section is required"))?;
+    crate::lsm::host().check(
+        process.apparmor_profile(),
+        process.selinux_label(),
+        linux.mount_label(),
+        "",
+    )?;
     let mut kinds = HashSet::new();
     for ns in linux.namespaces().iter().flatten() {
         if !kinds.insert(ns.typ()) {
             return Err(invalid(
                 path,
                 format!("namespace {:?} listed twice", ns.typ()),
-            ));
-        }
-        if ns.typ() == LinuxNamespaceType::User && ns.path().is_some() {
-            return Err(Error::Unsupported(
-                "joining an existing user namespace by path is not supported yet (a new one, with uidMappings/gidMappings, is)".into(),
             ));
         }
         if let Some(p) = ns.path() {
@@ -232,7 +208,19 @@ fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> 
             ));
         }
     } else if has_maps(linux.uid_mappings()) || has_maps(linux.gid_mappings()) {
-        return Err(invalid(path, "uid/gid mappings need a new user namespace"));
+        let joined = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        return Err(invalid(
+            path,
+            if joined {
+                "uid/gid mappings cannot be given when joining a user namespace by path (its maps are already written)"
+            } else {
+                "uid/gid mappings need a new user namespace"
+            },
+        ));
     }
     if let Some(offsets) = linux.time_offsets() {
         if !offsets.is_empty() && !new_ns(LinuxNamespaceType::Time) {

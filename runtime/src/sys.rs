@@ -42,6 +42,8 @@ struct CloneArgs {
 
 pub const CLONE_PIDFD: u64 = 0x1000;
 pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// The new process is a child of the caller's parent; its exit signal is then the caller's.
+pub const CLONE_PARENT: u64 = 0x8000;
 
 /// What `clone3` returned in the process that is now running.
 pub enum Forked {
@@ -60,7 +62,12 @@ pub unsafe fn clone3(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
     let mut args = CloneArgs {
         flags: flags | CLONE_PIDFD,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
-        exit_signal: libc::SIGCHLD as u64,
+        // clone3 refuses an exit signal with CLONE_PARENT: the child inherits ours.
+        exit_signal: if flags & CLONE_PARENT != 0 {
+            0
+        } else {
+            libc::SIGCHLD as u64
+        },
         ..Default::default()
     };
     if let Some(fd) = cgroup {
@@ -554,6 +561,21 @@ pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: RawFd) -> io::Result<()
 
 /// Receive one descriptor sent with [`send_fd`]; returns it and the payload length.
 pub fn recv_fd(sock: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(OwnedFd, usize)> {
+    match recv_maybe_fd(sock, payload)? {
+        (n, Some(fd)) => Ok((fd, n)),
+        (_, None) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no file descriptor in the message",
+        )),
+    }
+}
+
+/// recvmsg into `payload`, taking the descriptor that came with the data if there is one
+/// (0 bytes: end of stream).
+pub fn recv_maybe_fd(
+    sock: BorrowedFd<'_>,
+    payload: &mut [u8],
+) -> io::Result<(usize, Option<OwnedFd>)> {
     let mut cbuf = [0u64; 8];
     let mut iov = libc::iovec {
         iov_base: payload.as_mut_ptr() as *mut libc::c_void,
@@ -583,14 +605,57 @@ pub fn recv_fd(sock: BorrowedFd<'_>, payload: &mut [u8]) -> io::Result<(OwnedFd,
             || (*cmsg).cmsg_level != libc::SOL_SOCKET
             || (*cmsg).cmsg_type != libc::SCM_RIGHTS
         {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "no file descriptor in the message",
-            ));
+            return Ok((n, None));
         }
         let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-        Ok((OwnedFd::from_raw_fd(fd), n))
+        Ok((n, Some(OwnedFd::from_raw_fd(fd))))
     }
+}
+
+/// A sealable memfd (O_CLOEXEC): data prepared in the runtime that a child reads as a file.
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: name is a valid C string; on success the descriptor is new.
+    let fd = check_int(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Seal a memfd against every further change (write, grow, shrink, more seals).
+pub fn seal_all(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: integer-only fcntl on a descriptor we borrow.
+    check_int(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(())
+}
+
+/// Move a descriptor's offset back to the start (async-signal-safe).
+pub fn rewind(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: integer-only syscall.
+    if unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in milliseconds (async-signal-safe).
+pub fn monotonic_ms() -> i64 {
+    // SAFETY: timespec is plain data; CLOCK_MONOTONIC always exists.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: t is valid for writes.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec * 1000 + t.tv_nsec / 1_000_000
+}
+
+/// The pid (in our pid namespace) of the process a pidfd refers to, from its fdinfo.
+pub fn pidfd_pid(pidfd: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &libc::pid_t| p > 0)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
 /// The errno of an io::Error (EIO when it has none).

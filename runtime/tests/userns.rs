@@ -122,3 +122,105 @@ fn a_time_namespace_shifts_the_monotonic_and_boot_clocks() {
         "{offsets}"
     );
 }
+
+/// Joins `kind` by `path`, replacing the default spec's entry for it (or adding one).
+fn join_ns(c: &mut serde_json::Value, kind: &str, path: &str) {
+    let list = c["linux"]["namespaces"].as_array_mut().unwrap();
+    list.retain(|n| n["type"] != kind);
+    list.push(json!({"type": kind, "path": path}));
+}
+
+/// A second container joins the first one's user and network namespaces by path: the user
+/// namespace is joined first, and the new namespaces (mount, pid, uts, ipc) belong to it: the
+/// init, privileged only in that user namespace, could not otherwise mount /proc and sysfs
+/// (for the joined network namespace) or set the hostname "berth" in its new uts namespace.
+#[test]
+fn a_user_namespace_joined_by_path_with_other_namespaces() {
+    let rt = Runtime::new();
+    let holder = unique_id("userns-holder");
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.edit(with_userns);
+    rt.create(&b, &holder);
+    rt.ok(&["start", &holder]);
+    let pid = rt.state(&holder)["pid"].as_i64().unwrap();
+
+    let id = unique_id("userns-join");
+    let mut j = Bundle::sh(
+        "id -u; cat /proc/self/uid_map; readlink /proc/self/ns/user; readlink /proc/self/ns/net; \
+         hostname; ls /sys/class/net | tr '\\n' ' '; echo; \
+         readlink /proc/self/ns/uts",
+    );
+    j.edit(|c| {
+        join_ns(c, "user", &format!("/proc/{pid}/ns/user"));
+        join_ns(c, "network", &format!("/proc/{pid}/ns/net"));
+    });
+    let (code, out, err) = rt.run(&j, &id);
+    assert_eq!(code, 0, "{err}");
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    // The last line is the joiner's uts namespace: a new one, neither the holder's nor ours.
+    let uts = lines.pop().unwrap();
+    let link = |ns: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    assert_eq!(
+        lines,
+        [
+            "0".to_string(),
+            "0 100000 65536".into(),
+            link("user"),
+            link("net"),
+            "berth".into(),
+            "lo".into(),
+        ],
+        "{out}"
+    );
+    assert!(uts.starts_with("uts:["), "{out}");
+    assert_ne!(uts, link("uts"));
+    assert_ne!(
+        uts,
+        std::fs::read_link("/proc/self/ns/uts")
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    rt.ok(&["delete", "--force", &holder]);
+}
+
+#[test]
+fn mappings_with_a_joined_user_namespace_are_refused() {
+    let rt = Runtime::new();
+    let id = unique_id("userns-joinmaps");
+    let mut b = Bundle::new(&["true"]);
+    b.edit(|c| {
+        join_ns(c, "user", "/proc/self/ns/user");
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}]);
+    });
+    let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("cannot be given when joining a user namespace by path"),
+        "{err}"
+    );
+    assert!(!rt.container_dir(&id).exists());
+}
+
+#[test]
+fn joining_a_user_namespace_that_is_not_one_fails_cleanly() {
+    let rt = Runtime::new();
+    let id = unique_id("userns-notns");
+    let mut b = Bundle::new(&["true"]);
+    // A network namespace file where a user namespace is expected: setns says EINVAL.
+    b.edit(|c| join_ns(c, "user", "/proc/self/ns/net"));
+    let err = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    assert!(
+        err.contains("setns user namespace /proc/self/ns/net: Invalid argument"),
+        "{err}"
+    );
+    assert!(!rt.container_dir(&id).exists());
+}

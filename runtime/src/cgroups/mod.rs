@@ -2,6 +2,7 @@
 //! /proc/self/mountinfo. The v2 part is joined with CLONE_INTO_CGROUP; v1 hierarchies (which
 //! cannot do that) are joined by the child writing "0" into descriptors opened before clone.
 
+pub mod devices_bpf;
 pub mod stats;
 mod v1;
 mod v2;
@@ -252,8 +253,38 @@ impl Cgroup {
         }
         if let Some(res) = resources {
             self.apply(res)?;
+            self.attach_device_program(res)?;
         }
         Ok(())
+    }
+
+    /// Without a v1 devices hierarchy, the device rules become an eBPF program on the v2
+    /// directory (made once, at create: programs attached later would stack, not replace).
+    fn attach_device_program(&self, res: &LinuxResources) -> Result<()> {
+        let Some(devs) = res.devices().as_ref().filter(|d| !d.is_empty()) else {
+            return Ok(());
+        };
+        if self.has_v1("devices") {
+            return Ok(());
+        }
+        let Some(dir) = &self.unified else {
+            return Err(Error::Unsupported(
+                "linux.resources.devices needs the v1 devices controller or a cgroup v2 hierarchy (for an eBPF device program); this host has neither".into(),
+            ));
+        };
+        let mut rules = Vec::new();
+        for d in devs {
+            let text = v1::device_rule(d);
+            rules.push(devices_bpf::Rule::parse(d.allow(), &text).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "device rule {text:?}: a device cgroup rule is for type a, b or c"
+                ))
+            })?);
+        }
+        for text in v1::DEFAULT_ALLOW {
+            rules.push(devices_bpf::Rule::parse(true, text).expect("built-in rules parse"));
+        }
+        devices_bpf::attach(dir, &rules)
     }
 
     /// The files through which a process joins the container's cgroups by writing "0": each
@@ -304,6 +335,17 @@ impl Cgroup {
             ));
         }
         Ok(())
+    }
+
+    /// `update`: as [`Cgroup::apply`], but device rules can change only through a v1 devices
+    /// hierarchy (the eBPF program is attached once, at create).
+    pub fn apply_update(&self, res: &LinuxResources) -> Result<()> {
+        if res.devices().as_ref().is_some_and(|d| !d.is_empty()) && !self.has_v1("devices") {
+            return Err(Error::Unsupported(
+                "update: device rules are an eBPF program on this cgroup v2 host, fixed at create; they cannot be updated".into(),
+            ));
+        }
+        self.apply(res)
     }
 
     /// The v2 directory, opened for clone3(CLONE_INTO_CGROUP).

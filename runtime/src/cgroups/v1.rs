@@ -32,7 +32,7 @@ fn fill_from_parent(dir: &Path, file: &str) -> Result<String> {
 
 /// Devices every container may use whatever its config says (runc's list): the standard
 /// character devices, ptys, and mknod of anything (the access check is on open).
-const DEFAULT_ALLOW: &[&str] = &[
+pub(super) const DEFAULT_ALLOW: &[&str] = &[
     "c *:* m",
     "b *:* m",
     "c 1:3 rwm",

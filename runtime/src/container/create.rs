@@ -16,8 +16,10 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::{proc_stat, validate_id, Container, Record};
 use crate::cgroups::{self, Cgroup, Host};
 use crate::error::{Error, IoContext, Result};
+use crate::hooks::{in_container, Kind};
 use crate::init::{self, ChildPlan, DeviceNode, Failure, Gate, PlanNames, Report, RootfsPlan};
 use crate::mounts::{self, cstring, CgroupMountCtx, Target};
+use crate::seccomp_agent::Agent;
 use crate::spec::{self, Bundle};
 use crate::sys::{self, Forked};
 
@@ -147,7 +149,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         Mode::Run => Gate::Immediate,
     };
 
-    let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let (sync_r, sync_w) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
     let (go_r, go_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
     let prepared = prepare(&bundle, &host, &cgroup, opts, gate, console_child, seccomp)?;
     let Prepared {
@@ -165,45 +167,26 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let (pid, pidfd) = fork_child(&mut plan, &cgroup, clone_flags, pidns)?;
     drop(sync_w);
     drop(go_r);
-    if let Some((uid_map, gid_map)) = &id_maps {
-        let written = write_id_map(pid, "uid_map", uid_map)
-            .and_then(|()| write_id_map(pid, "gid_map", gid_map));
-        if let Err(e) = written {
-            let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
-            return Err(e);
-        }
-    }
-    // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
-    // child waits for the go byte).
-    let state = crate::hooks::state_json(spec, &opts.id, pid, "creating", &bundle.dir);
-    let hooked = crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)
-        .and_then(|()| crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state));
-    if let Err(e) = hooked {
+    let released = release(
+        spec,
+        &opts.id,
+        &bundle.dir,
+        pid,
+        &plan,
+        &names,
+        id_maps.as_ref(),
+        &cgroup,
+        (sync_r, go_w),
+        mode,
+    );
+    if let Err(e) = released {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
-        return Err(e);
-    }
-
-    // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
-    // joins them itself.
-    let joined = cgroup
-        .create_rest(linux.resources().as_ref())
-        .and_then(|()| {
-            sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
-        });
-    drop(go_w);
-    // If the child failed before taking the go byte, its own report says why.
-    let started = match joined {
-        Ok(()) => await_child(&plan, &names, &sync_r, mode),
-        Err(e) => match await_child(&plan, &names, &sync_r, mode) {
-            Err(child @ Error::Init(_)) => Err(child),
-            _ => Err(e),
-        },
-    };
-    if let Err(e) = started {
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        // The container is destroyed (OCI lifecycle step 12), then the poststop hooks run
+        // (step 13), whatever stage create failed at once the init existed.
+        drop(cleanup);
+        let state = crate::hooks::state_json(spec, &opts.id, 0, "stopped", &bundle.dir);
+        crate::hooks::run_warn(spec, crate::hooks::Kind::Poststop, &state);
         return Err(e);
     }
     let console = match console_parent {
@@ -245,6 +228,9 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     if let Err(e) = saved {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+        drop(cleanup);
+        let state = crate::hooks::state_json(spec, &opts.id, 0, "stopped", &bundle.dir);
+        crate::hooks::run_warn(spec, crate::hooks::Kind::Poststop, &state);
         return Err(e);
     }
     cleanup.armed = false;
@@ -253,6 +239,63 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         pidfd,
         console,
     })
+}
+
+/// From a cloned init to one that is ready (create) or has exec'd (run): its id maps, the
+/// state the in-container hooks read, the prestart and createRuntime hooks, the v1 cgroups and
+/// limits, then the go byte, and the init's own report.
+#[allow(clippy::too_many_arguments)]
+fn release(
+    spec: &Spec,
+    id: &str,
+    bundle: &Path,
+    pid: libc::pid_t,
+    plan: &ChildPlan,
+    names: &PlanNames,
+    id_maps: Option<&(Vec<u8>, Vec<u8>)>,
+    cgroup: &Cgroup,
+    (sync_r, go_w): (OwnedFd, OwnedFd),
+    mode: Mode,
+) -> Result<()> {
+    if let Some((uid_map, gid_map)) = id_maps {
+        write_id_map(pid, "uid_map", uid_map)?;
+        write_id_map(pid, "gid_map", gid_map)?;
+    }
+    let state = crate::hooks::state_json(spec, id, pid, "creating", bundle);
+    if let Some(h) = &plan.create_hooks {
+        h.write_state(&state)?;
+    }
+    if let Some(h) = &plan.start_hooks {
+        h.write_state(&crate::hooks::state_json(spec, id, pid, "created", bundle))?;
+    }
+    // prestart and createRuntime: the namespaces exist, the root is not set up yet (the
+    // child waits for the go byte).
+    crate::hooks::run(spec, crate::hooks::Kind::Prestart, &state)?;
+    crate::hooks::run(spec, crate::hooks::Kind::CreateRuntime, &state)?;
+    let agent = plan
+        .process
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener.as_ref())
+        .map(|l| Agent::new(l, spec.version(), pid, &state));
+
+    // While the child prepares its rootfs: the v1 cgroups and every limit. Then the child
+    // joins them itself.
+    let linux = spec.linux().as_ref().expect("validated");
+    let joined = cgroup
+        .create_rest(linux.resources().as_ref())
+        .and_then(|()| {
+            sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
+        });
+    drop(go_w);
+    // If the child failed before taking the go byte, its own report says why.
+    match joined {
+        Ok(()) => await_child(plan, names, &sync_r, mode, agent.as_ref()),
+        Err(e) => match await_child(plan, names, &sync_r, mode, agent.as_ref()) {
+            Err(child @ Error::Init(_)) => Err(child),
+            _ => Err(e),
+        },
+    }
 }
 
 /// clone3 the child that runs `plan`: in `pidns` when given (entered for our next child only,
@@ -278,6 +321,20 @@ pub(super) fn fork_child(
         None => None,
     };
     plan.cgroup_join = join_cstrings(cgroup, clone_into.is_some())?;
+    if plan.join_userns.is_some() {
+        // The child joins its cgroups itself: the helper's clone3 stays simple.
+        plan.cgroup_join = join_cstrings(cgroup, false)?;
+        let forked = fork_in_userns(plan, clone_flags, &argv, &envp);
+        if let Some(own) = &own_pidns {
+            let restored = sys::setns(own.as_fd(), libc::CLONE_NEWPID);
+            if let (Ok((_, pidfd)), Err(_)) = (&forked, &restored) {
+                let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
+            }
+            restored.ctx("restore pid namespace", "/proc/self/ns/pid")?;
+        }
+        return forked;
+    }
     // SAFETY: berth-runtime (and the shim that embeds it) is single-threaded when it creates a
     // process; the child only runs `child_main`, which makes syscalls and exits or execs.
     let mut forked = unsafe { sys::clone3(clone_flags, clone_into.as_ref().map(|f| f.as_fd())) };
@@ -312,28 +369,105 @@ pub(super) fn fork_child(
     }
 }
 
+/// Joining a user namespace by path: the new namespaces must belong to it (as runc makes
+/// them), so they cannot come from our clone3. A short-lived helper joins the user namespace
+/// first and clones the init with the namespace flags and CLONE_PARENT — the init is still our
+/// child, reaped through its pidfd, which the helper passes back before it exits. Its other
+/// namespaces given by path are joined by the init, after the user namespace.
+fn fork_in_userns(
+    plan: &ChildPlan,
+    clone_flags: u64,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Result<(libc::pid_t, OwnedFd)> {
+    let (ours, theirs) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
+    let (userns, userns_path) = plan.join_userns.as_ref().expect("checked by the caller");
+    // SAFETY: single-threaded, as in fork_child; the helper only makes syscalls and exits.
+    match unsafe { sys::clone3(0, None) }.map_err(|e| Error::sys("clone3", e))? {
+        Forked::Child => {
+            drop(ours);
+            let step = (|| {
+                sys::setns(userns.as_fd(), libc::CLONE_NEWUSER).map_err(|e| (0u32, e))?;
+                // SAFETY: the helper is single-threaded; the init only runs child_main.
+                match unsafe { sys::clone3(clone_flags | sys::CLONE_PARENT, None) } {
+                    Ok(Forked::Child) => init::child_main(plan, argv, envp),
+                    Ok(Forked::Parent { pidfd, .. }) => {
+                        sys::send_fd(theirs.as_fd(), &[0u8], pidfd.as_raw_fd()).map_err(|e| (2, e))
+                    }
+                    Err(e) => Err((1, e)),
+                }
+            })();
+            if let Err((what, e)) = step {
+                let mut msg = [0u8; 8];
+                msg[..4].copy_from_slice(&what.to_ne_bytes());
+                msg[4..].copy_from_slice(&sys::errno_of(&e).to_ne_bytes());
+                let _ = sys::write_all(theirs.as_fd(), &msg);
+            }
+            // SAFETY: _exit is async-signal-safe; nothing of ours to tear down.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Parent { pidfd: helper, .. } => {
+            drop(theirs);
+            let mut msg = [0u8; 8];
+            let got = sys::recv_maybe_fd(ours.as_fd(), &mut msg);
+            let _ = sys::waitid_pidfd(helper.as_fd(), false);
+            let name = userns_path.to_string_lossy();
+            match got.map_err(|e| Error::sys("receive the container init's pidfd", e))? {
+                (_, Some(pidfd)) => {
+                    let pid = sys::pidfd_pid(pidfd.as_fd())
+                        .map_err(|e| Error::sys("read the container init's pid", e))?;
+                    Ok((pid, pidfd))
+                }
+                (8, None) => {
+                    let what = u32::from_ne_bytes([msg[0], msg[1], msg[2], msg[3]]);
+                    let errno = i32::from_ne_bytes([msg[4], msg[5], msg[6], msg[7]]);
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    Err(Error::Init(match what {
+                        0 => format!("setns user namespace {name}: {err}"),
+                        1 => format!("clone3 in user namespace {name}: {err}"),
+                        _ => format!("pass the container init's pidfd: {err}"),
+                    }))
+                }
+                _ => Err(Error::Init(format!(
+                    "the helper joining user namespace {name} exited without a word"
+                ))),
+            }
+        }
+    }
+}
+
 /// Read the child's reports: a failure becomes an error naming the step; `Create` waits for
-/// READY, `Run` for the pipe to close on exec.
+/// READY, `Run` for the socket to close on exec. A seccomp notify listener on the way is
+/// passed to `agent`.
 pub(super) fn await_child(
     plan: &ChildPlan,
     names: &PlanNames,
     sync: &OwnedFd,
     mode: Mode,
+    agent: Option<&Agent>,
 ) -> Result<()> {
     let mut buf = [0u8; Report::SIZE];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = sys::read(sync.as_fd(), &mut buf[got..])
-            .map_err(|e| Error::sys("read from container init", e))?;
-        if n == 0 {
-            break;
+    let (mut got, mut fd) = recv_full(sync.as_fd(), &mut buf)?;
+    while got == Report::SIZE && Report::from_bytes(&buf).tag == init::TAG_SECCOMP_LISTENER {
+        let listener = fd.take().ok_or_else(|| {
+            Error::Init("the seccomp listener report came without a descriptor".into())
+        })?;
+        match agent {
+            Some(a) => a.send(listener)?,
+            None => {
+                return Err(Error::Init(
+                    "container init sent a seccomp listener nobody asked for".into(),
+                ))
+            }
         }
-        got += n;
+        (got, fd) = recv_full(sync.as_fd(), &mut buf)?;
     }
     if got == Report::SIZE {
         let r = Report::from_bytes(&buf);
         if let Some(f) = Failure::from_report(&r) {
-            return Err(Error::Init(init::describe(plan, &f, names)));
+            let mut detail = vec![0u8; (r.detail_len as usize).min(Report::MAX_DETAIL)];
+            let n = read_full(sync.as_fd(), &mut detail)?;
+            return Err(Error::Init(init::describe(plan, &f, names, &detail[..n])));
         }
         if r.tag == init::TAG_READY && mode == Mode::Create {
             return Ok(());
@@ -347,6 +481,39 @@ pub(super) fn await_child(
     Err(Error::Init(
         "container init exited without reporting".into(),
     ))
+}
+
+/// recvmsg until `buf` is full or the writer is gone; returns how much was read and a
+/// descriptor that came with it.
+fn recv_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>)> {
+    let mut got = 0;
+    let mut passed = None;
+    while got < buf.len() {
+        let (n, f) = sys::recv_maybe_fd(fd, &mut buf[got..])
+            .map_err(|e| Error::sys("read from container init", e))?;
+        if f.is_some() {
+            passed = f;
+        }
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok((got, passed))
+}
+
+/// Read until `buf` is full or the writer is gone; returns how much was read.
+pub(super) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = sys::read(fd, &mut buf[got..])
+            .map_err(|e| Error::sys("read from container init", e))?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
 }
 
 fn join_cstrings(cgroup: &Cgroup, born_in_unified: bool) -> Result<Vec<CString>> {
@@ -419,6 +586,7 @@ fn prepare(
     let mut pidns = None;
     let mut new_cgroupns = false;
     let mut new_userns = false;
+    let mut join_userns = None;
     let mut new_timens = false;
     for ns in linux.namespaces().iter().flatten() {
         let flag = ns_flag(ns.typ());
@@ -437,6 +605,8 @@ fn prepare(
                     .ctx("open namespace", p)?;
                 if ns.typ() == LinuxNamespaceType::Pid {
                     pidns = Some((fd, p.clone()));
+                } else if ns.typ() == LinuxNamespaceType::User {
+                    join_userns = Some((fd, cstring(p.as_os_str().as_bytes(), &config)?));
                 } else {
                     names
                         .join
@@ -493,14 +663,10 @@ fn prepare(
         .map(|h| cstring(h.as_bytes(), &config))
         .transpose()?;
 
-    let rootfs = prepare_rootfs(
-        bundle,
-        host,
-        cgroup,
-        new_cgroupns,
-        new_userns,
-        opts.no_pivot,
-    )?;
+    // In a user namespace, new or joined, device nodes are bind-mounted and the init becomes
+    // the namespace's root once it is in it.
+    let in_userns = new_userns || join_userns.is_some();
+    let rootfs = prepare_rootfs(bundle, host, cgroup, new_cgroupns, in_userns, opts.no_pivot)?;
 
     let mut sysctls = Vec::new();
     for (k, v) in linux.sysctl().iter().flatten() {
@@ -512,6 +678,8 @@ fn prepare(
     }
 
     let process_plan = super::process::plan(process, &config, console, seccomp, &mut names)?;
+    let create_hooks = in_container::Plan::new(spec, Kind::CreateContainer, &config)?;
+    let start_hooks = in_container::Plan::new(spec, Kind::StartContainer, &config)?;
 
     let plan = ChildPlan {
         sync: -1,
@@ -529,7 +697,10 @@ fn prepare(
         preserve_fds: opts.preserve_fds,
         gate,
         timens_offsets,
-        userns_root: new_userns,
+        userns_root: in_userns,
+        join_userns,
+        create_hooks,
+        start_hooks,
     };
     Ok(Prepared {
         plan,
@@ -567,7 +738,23 @@ fn prepare_rootfs(
         cgroup,
         new_cgroupns,
     };
-    let planned = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    let mut planned = mounts::plan(&mounts, &bundle.dir, &ctx)?;
+    // linux.mountLabel (checked against the host already): the SELinux context of the
+    // filesystems we make.
+    if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+        for op in &mut planned.ops {
+            let mounts::Op::Mount(m) = op else { continue };
+            let takes = m
+                .fstype
+                .as_deref()
+                .is_some_and(|t| crate::lsm::takes_mount_label(&t.to_string_lossy()));
+            if takes {
+                let data = m.data.as_deref().map(|d| d.to_string_lossy().into_owned());
+                let labelled = crate::lsm::with_mount_label(data.as_deref(), label);
+                m.data = Some(cstring(labelled.as_bytes(), &config)?);
+            }
+        }
+    }
     // A bind-mounted /dev is the host's business; otherwise populate it as runc does.
     let dev_is_bind = mounts.iter().any(|m| {
         m.destination() == Path::new("/dev")

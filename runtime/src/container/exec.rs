@@ -11,6 +11,7 @@ use super::create::{await_child, fork_child, write_pid_file, Mode};
 use super::{Container, Status};
 use crate::error::{Error, IoContext, Result};
 use crate::init::{ChildPlan, Gate, PlanNames};
+use crate::seccomp_agent::Agent;
 use crate::sys;
 
 /// What `exec` is asked to run.
@@ -84,15 +85,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
             msg: format!("exec: cwd {:?} must be absolute", p.cwd()),
         });
     }
-    if p.apparmor_profile()
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-        || p.selinux_label().as_deref().is_some_and(|s| !s.is_empty())
-    {
-        return Err(Error::Unsupported(
-            "exec: AppArmor profiles and SELinux labels are not supported yet".into(),
-        ));
-    }
+    crate::lsm::host().check(p.apparmor_profile(), p.selinux_label(), &None, "exec: ")?;
     let terminal = p.terminal().unwrap_or(false);
     let (console_child, console_parent) =
         super::console_ends(terminal, opts.console_socket.as_deref())?;
@@ -129,7 +122,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         .map(|s| crate::seccomp::cache::compile(root, s))
         .transpose()?;
     let process = super::process::plan(p, &config, console_child, seccomp, &mut names)?;
-    let (sync_r, sync_w) = sys::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let (sync_r, sync_w) = sys::socketpair().map_err(|e| Error::sys("socketpair", e))?;
     let mut plan = ChildPlan {
         sync: sync_w.as_raw_fd(),
         go: None,
@@ -147,6 +140,9 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         gate: Gate::Immediate,
         timens_offsets: None,
         userns_root: false,
+        join_userns: None,
+        create_hooks: None,
+        start_hooks: None,
     };
     let (child, pidfd) = fork_child(
         &mut plan,
@@ -155,7 +151,19 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         Some((init.as_fd(), root_path.as_path())),
     )?;
     drop(sync_w);
-    if let Err(e) = await_child(&plan, &names, &sync_r, Mode::Run) {
+    // The exec'd process loads the container's filter too: a notify listener of its own goes
+    // to the agent with its pid and the container's state.
+    let agent = plan
+        .process
+        .seccomp
+        .as_ref()
+        .and_then(|s| s.listener.as_ref())
+        .map(|l| {
+            let state =
+                crate::hooks::state_json(&bundle.spec, id, pid, status.as_str(), &c.record.bundle);
+            Agent::new(l, bundle.spec.version(), child, &state)
+        });
+    if let Err(e) = await_child(&plan, &names, &sync_r, Mode::Run, agent.as_ref()) {
         let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::waitid_pidfd(pidfd.as_fd(), false);
         return Err(e);

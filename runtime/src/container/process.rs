@@ -116,6 +116,11 @@ pub(super) fn plan(
         argv,
         envp,
         seccomp,
+        exec_label: crate::lsm::exec_label(
+            process.apparmor_profile(),
+            process.selinux_label(),
+            &config,
+        )?,
     })
 }
 

@@ -16,7 +16,7 @@ pub fn update(root: &Path, id: &str, res: &LinuxResources) -> Result<()> {
             status: "stopped",
             what: "only a live container can be updated",
         }),
-        _ => c.record.cgroup.apply(res),
+        _ => c.record.cgroup.apply_update(res),
     }
 }
 

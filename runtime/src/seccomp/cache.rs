@@ -40,7 +40,10 @@ pub fn compile(root: &Path, s: &LinuxSeccomp) -> Result<Program> {
     };
     let dir = root.join(DIR);
     let path = dir.join(format!("{:016x}.bpf", hash(&key)));
-    if let Some(p) = read(&path, &key) {
+    if let Some(mut p) = read(&path, &key) {
+        // Where a notify listener goes is not part of the program but of the profile (which
+        // is in the key, so it was valid when the entry was made).
+        p.listener = super::notify_listener(s)?;
         return Ok(p);
     }
     let p = super::compile(s)?;
@@ -158,6 +161,8 @@ fn parse(bytes: &[u8], key: &[u8]) -> Option<Program> {
     Some(Program {
         filter,
         flags: libc::c_ulong::try_from(flags).ok()?,
+        // Filled from the profile by `compile`.
+        listener: None,
     })
 }
 

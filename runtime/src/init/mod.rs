@@ -7,142 +7,18 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use crate::hooks::in_container::{self, Output};
 use crate::mounts::{MountOp, Op, Target};
 use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 
 /// CLONE_NEWTIME (not in every libc crate version).
 pub const CLONE_NEWTIME: libc::c_int = 0x80;
 
-/// Steps of container set-up, named in failure reports.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
-    Stdio = 1,
-    AwaitCgroup,
-    UnshareCgroup,
-    JoinNamespace,
-    Hostname,
-    Domainname,
-    RootPropagation,
-    BindRootfs,
-    OpenRootfs,
-    MountTarget,
-    Mount,
-    MountRemount,
-    MountPropagation,
-    Symlink,
-    Device,
-    PivotRoot,
-    Sysctl,
-    ReadonlyPath,
-    MaskPath,
-    ReadonlyRoot,
-    Console,
-    Rlimit,
-    OomScoreAdj,
-    Capabilities,
-    Setgroups,
-    Setgid,
-    Setuid,
-    NoNewPrivileges,
-    Chdir,
-    FindExecutable,
-    StartFifo,
-    Exec,
-    JoinCgroup,
-    Seccomp,
-    NonDumpable,
-    TimeNamespace,
-}
+mod report;
 
-impl Step {
-    fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 36] = [
-            Step::Stdio,
-            Step::AwaitCgroup,
-            Step::UnshareCgroup,
-            Step::JoinNamespace,
-            Step::Hostname,
-            Step::Domainname,
-            Step::RootPropagation,
-            Step::BindRootfs,
-            Step::OpenRootfs,
-            Step::MountTarget,
-            Step::Mount,
-            Step::MountRemount,
-            Step::MountPropagation,
-            Step::Symlink,
-            Step::Device,
-            Step::PivotRoot,
-            Step::Sysctl,
-            Step::ReadonlyPath,
-            Step::MaskPath,
-            Step::ReadonlyRoot,
-            Step::Console,
-            Step::Rlimit,
-            Step::OomScoreAdj,
-            Step::Capabilities,
-            Step::Setgroups,
-            Step::Setgid,
-            Step::Setuid,
-            Step::NoNewPrivileges,
-            Step::Chdir,
-            Step::FindExecutable,
-            Step::StartFifo,
-            Step::Exec,
-            Step::JoinCgroup,
-            Step::Seccomp,
-            Step::NonDumpable,
-            Step::TimeNamespace,
-        ];
-        ALL.iter().copied().find(|s| *s as u32 == v)
-    }
-}
-
-/// What the child tells the parent over the sync pipe.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Report {
-    pub tag: u32,
-    pub step: u32,
-    pub index: u32,
-    pub errno: i32,
-}
-
-pub const TAG_READY: u32 = 1;
-pub const TAG_FAILED: u32 = 2;
-
-impl Report {
-    pub const SIZE: usize = 16;
-
-    pub fn to_bytes(self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[0..4].copy_from_slice(&self.tag.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.step.to_ne_bytes());
-        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
-        b[12..16].copy_from_slice(&self.errno.to_ne_bytes());
-        b
-    }
-
-    pub fn from_bytes(b: &[u8; 16]) -> Report {
-        let w = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
-        Report {
-            tag: u32::from_ne_bytes(w(0)),
-            step: u32::from_ne_bytes(w(4)),
-            index: u32::from_ne_bytes(w(8)),
-            errno: i32::from_ne_bytes(w(12)),
-        }
-    }
-}
-
-/// A failed step: which one, which item of its list, and the errno.
-#[derive(Clone, Copy, Debug)]
-pub struct Failure {
-    pub step: Step,
-    pub index: u32,
-    pub errno: i32,
-}
-
+pub use report::{
+    describe, Failure, PlanNames, Report, Step, TAG_FAILED, TAG_READY, TAG_SECCOMP_LISTENER,
+};
 type Res<T> = std::result::Result<T, Failure>;
 
 fn fail(step: Step, index: usize) -> impl FnOnce(io::Error) -> Failure {
@@ -150,6 +26,7 @@ fn fail(step: Step, index: usize) -> impl FnOnce(io::Error) -> Failure {
         step,
         index: index as u32,
         errno: sys::errno_of(&e),
+        status: 0,
     }
 }
 
@@ -227,6 +104,8 @@ pub struct ProcessPlan {
     pub envp: Vec<CString>,
     /// The container's seccomp filter, compiled.
     pub seccomp: Option<crate::seccomp::Program>,
+    /// AppArmor profile or SELinux label for the program, written last before execve.
+    pub exec_label: Option<crate::lsm::ExecLabel>,
 }
 
 /// Everything the child needs, prepared by the parent before clone.
@@ -260,6 +139,13 @@ pub struct ChildPlan {
     /// In a new user namespace: once the parent has written the id maps (and the host cgroup
     /// files are joined as host root), become the namespace's root so files can be created.
     pub userns_root: bool,
+    /// A user namespace to join by path (descriptor, path for messages): joined by a helper
+    /// before the init is cloned (see container::create), never by the init itself.
+    pub join_userns: Option<(OwnedFd, CString)>,
+    /// createContainer hooks: run after the mounts, before pivot_root.
+    pub create_hooks: Option<in_container::Plan>,
+    /// startContainer hooks: run once released, right before execve.
+    pub start_hooks: Option<in_container::Plan>,
 }
 
 /// Run in the child after clone3; never returns.
@@ -268,19 +154,30 @@ pub fn child_main(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
-    let failure = match setup(plan, argv, envp) {
+    let mut out = Output::default();
+    let mut released: Option<OwnedFd> = None;
+    let failure = match setup(plan, argv, envp, &mut out, &mut released) {
         Ok(never) => match never {},
         Err(f) => f,
     };
+    let detail = if failure.is_hook() { out.bytes() } else { &[] };
     let report = Report {
         tag: TAG_FAILED,
         step: failure.step as u32,
         index: failure.index,
         errno: failure.errno,
+        status: failure.status,
+        detail_len: detail.len() as u32,
     };
-    // SAFETY: the caller keeps the write end open across clone; the child has its copy.
-    let sync = unsafe { BorrowedFd::borrow_raw(plan.sync) };
-    let _ = sys::write_all(sync, &report.to_bytes());
+    // Until `start` released us, the runtime that made us reads the sync pipe; after that
+    // only `start` listens, on exec.fifo.
+    let sink = match &released {
+        Some(fifo) => fifo.as_fd(),
+        // SAFETY: the caller keeps the write end open across clone; the child has its copy.
+        None => unsafe { BorrowedFd::borrow_raw(plan.sync) },
+    };
+    let _ = sys::write_all(sink, &report.to_bytes());
+    let _ = sys::write_all(sink, detail);
     // SAFETY: _exit is async-signal-safe and skips Rust/libc teardown that is not ours to run.
     unsafe { libc::_exit(1) }
 }
@@ -289,6 +186,8 @@ fn setup(
     p: &ChildPlan,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
+    out: &mut Output,
+    released: &mut Option<OwnedFd>,
 ) -> Res<std::convert::Infallible> {
     // CVE-2019-5736: until execve replaces it, this process is berth-runtime's image inside the
     // container's pid namespace. Non-dumpable, its /proc/PID/exe (and the rest of /proc/PID)
@@ -344,7 +243,7 @@ fn setup(
     // SAFETY: umask cannot fail. Devices and mountpoints get exactly the modes we ask for.
     unsafe { libc::umask(0) };
     if let Some(r) = &p.rootfs {
-        prepare_rootfs(p, r)?;
+        prepare_rootfs(p, r, out)?;
     }
     for (i, (path, value)) in p.sysctls.iter().enumerate() {
         let fd = sys::openat(None, path, libc::O_WRONLY | libc::O_TRUNC, 0)
@@ -368,7 +267,7 @@ fn setup(
     // Without no_new_privs the kernel only accepts a filter from a privileged caller: install it
     // before dropping privileges (the filter then also governs setuid and capset), as runc.
     if let (Some(f), false) = (&p.process.seccomp, p.process.no_new_privs) {
-        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+        load_seccomp(p, f)?;
     }
     if let Some(c) = &p.process.caps {
         for cap in 0..=c.last_cap {
@@ -413,28 +312,62 @@ fn setup(
     sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
         .map_err(fail(Step::Exec, 0))?;
     if let (Some(f), true) = (&p.process.seccomp, p.process.no_new_privs) {
-        crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))?;
+        load_seccomp(p, f)?;
     }
     if let Gate::Fifo(fifo) = &p.gate {
-        let ready = Report {
-            tag: TAG_READY,
-            step: 0,
-            index: 0,
-            errno: 0,
-        };
         // SAFETY: the sync write end stays open until exec (it is O_CLOEXEC).
         let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
-        sys::write_all(sync, &ready.to_bytes()).map_err(fail(Step::StartFifo, 0))?;
-        // Blocks until `start` opens the FIFO for reading.
+        sys::write_all(sync, &Report::ready().to_bytes()).map_err(fail(Step::StartFifo, 0))?;
+        // Blocks until `start` opens the FIFO for reading. `start` then reads until the
+        // descriptor closes at execve (close-on-exec), or a report of what failed after it.
         let path = FdPath::new(fifo.as_raw_fd());
         let w = sys::openat(None, path.as_cstr(), libc::O_WRONLY, 0)
             .map_err(fail(Step::StartFifo, 0))?;
         sys::write_all(w.as_fd(), b"0").map_err(fail(Step::StartFifo, 0))?;
+        *released = Some(w);
+    }
+    if let Some(hooks) = &p.start_hooks {
+        in_container::run_all(hooks, out)
+            .map_err(|f| Failure::hook(Step::StartContainerHook, f))?;
+    }
+    if let Some(label) = &p.process.exec_label {
+        apply_exec_label(label)?;
     }
     // SAFETY: argv and envp are NULL-terminated arrays of pointers into C strings the plan
     // keeps alive; execve only returns on failure.
     unsafe { libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Err(fail(Step::Exec, 0)(io::Error::last_os_error()))
+}
+
+/// Load the container's filter; a notify listener goes to the runtime over the sync socket
+/// right away (the syscalls it traps wait for the agent, which gets it from there).
+fn load_seccomp(p: &ChildPlan, f: &crate::seccomp::Program) -> Res<()> {
+    if let Some(listener) = crate::seccomp::load(f).map_err(fail(Step::Seccomp, 0))? {
+        // SAFETY: the sync socket stays open until exec (it is close-on-exec).
+        let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
+        let report = Report::tagged(TAG_SECCOMP_LISTENER).to_bytes();
+        sys::send_fd(sync, &report, listener.as_raw_fd()).map_err(fail(Step::Seccomp, 1))?;
+    }
+    Ok(())
+}
+
+/// The LSM label the next execve enters: the first of the label's files that exists.
+fn apply_exec_label(label: &crate::lsm::ExecLabel) -> Res<()> {
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for (i, path) in label.paths.iter().enumerate() {
+        match sys::openat(None, path, libc::O_WRONLY, 0) {
+            Ok(fd) => {
+                return sys::write_all(fd.as_fd(), label.value.to_bytes())
+                    .map_err(fail(Step::SecurityLabel, i));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
+            Err(e) => return Err(fail(Step::SecurityLabel, i)(e)),
+        }
+    }
+    Err(fail(
+        Step::SecurityLabel,
+        label.paths.len().saturating_sub(1),
+    )(last))
 }
 
 fn find_executable(candidates: &[CString]) -> Res<&CStr> {
@@ -462,6 +395,7 @@ fn find_executable(candidates: &[CString]) -> Res<&CStr> {
         step: Step::FindExecutable,
         index: 0,
         errno: last,
+        status: 0,
     })
 }
 
@@ -611,7 +545,7 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
     Ok(())
 }
 
-fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
+fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan, out: &mut Output) -> Res<()> {
     sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
     sys::mount(
         Some(&r.rootfs),
@@ -676,6 +610,12 @@ fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan) -> Res<()> {
         }
     }
     sys::fchdir(root.as_fd()).map_err(fail(Step::PivotRoot, 0))?;
+    // In the container's namespaces, with its mounts made and the rootfs as cwd, but still
+    // under the runtime's root: the hooks' paths resolve there (OCI config.md).
+    if let Some(hooks) = &p.create_hooks {
+        in_container::run_all(hooks, out)
+            .map_err(|f| Failure::hook(Step::CreateContainerHook, f))?;
+    }
     if r.no_pivot {
         sys::mount(Some(c"."), c"/", None, libc::MS_MOVE, None)
             .map_err(fail(Step::PivotRoot, 1))?;
@@ -801,207 +741,4 @@ fn setup_console(sock: BorrowedFd<'_>, size: Option<(u16, u16)>) -> io::Result<(
         unsafe { libc::close(slave) };
     }
     Ok(())
-}
-
-/// Turn a child's failure report into a message naming the step, path and errno.
-pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames) -> String {
-    let err = io::Error::from_raw_os_error(f.errno);
-    let i = f.index as usize;
-    let rootfs = p
-        .rootfs
-        .as_ref()
-        .map_or("(the container's)".into(), |r| r.rootfs.to_string_lossy());
-    let ops: &[Op] = p.rootfs.as_ref().map_or(&[], |r| &r.ops);
-    let no_pivot = p.rootfs.as_ref().is_some_and(|r| r.no_pivot);
-    let what = match f.step {
-        Step::Stdio => format!("dup stdio fd {i}"),
-        Step::AwaitCgroup => "wait for the runtime to set up cgroups".into(),
-        Step::Seccomp => "load the seccomp filter".into(),
-        Step::NonDumpable => "prctl PR_SET_DUMPABLE 0".into(),
-        Step::TimeNamespace => {
-            "enter a new time namespace and write /proc/self/timens_offsets".into()
-        }
-        Step::JoinCgroup => format!(
-            "join cgroup through {}",
-            p.cgroup_join
-                .get(i)
-                .map_or("?".into(), |c| c.to_string_lossy())
-        ),
-        Step::UnshareCgroup => "unshare cgroup namespace".into(),
-        Step::JoinNamespace => format!(
-            "setns {}",
-            extra.join.get(i).map_or("?".into(), |s| s.clone())
-        ),
-        Step::Hostname => "sethostname".into(),
-        Step::Domainname => "setdomainname".into(),
-        Step::RootPropagation => "set mount propagation of /".into(),
-        Step::BindRootfs => format!("bind mount rootfs {rootfs}"),
-        Step::OpenRootfs => format!("open rootfs {rootfs}"),
-        Step::MountTarget | Step::Mount | Step::MountRemount | Step::MountPropagation => {
-            let verb = match f.step {
-                Step::MountTarget => "create mountpoint",
-                Step::Mount => "mount",
-                Step::MountRemount => "remount",
-                _ => "set propagation of",
-            };
-            match ops.get(i) {
-                Some(Op::Mount(m)) => format!(
-                    "{verb} {} on {} (type {}, in rootfs {rootfs})",
-                    m.source
-                        .as_deref()
-                        .map_or("none".into(), |s| s.to_string_lossy()),
-                    m.target.path.display(),
-                    m.fstype
-                        .as_deref()
-                        .map_or("bind".into(), |s| s.to_string_lossy()),
-                ),
-                _ => format!("{verb} mount #{i}"),
-            }
-        }
-        Step::Symlink => {
-            let at = if i >= 1000 {
-                p.rootfs
-                    .as_ref()
-                    .and_then(|r| r.dev_symlinks.get(i - 1000))
-                    .map(|(t, _)| &t.path)
-            } else {
-                match ops.get(i) {
-                    Some(Op::Symlink { at, .. }) => Some(&at.path),
-                    _ => None,
-                }
-            };
-            format!(
-                "symlink {}",
-                at.map_or("?".into(), |p| p.display().to_string())
-            )
-        }
-        Step::Device => format!(
-            "mknod {}",
-            p.rootfs
-                .as_ref()
-                .and_then(|r| r.devices.get(i))
-                .map_or("?".into(), |d| d.target.path.display().to_string())
-        ),
-        Step::PivotRoot if i >= 7 => "enter the container's root".into(),
-        Step::PivotRoot => {
-            if no_pivot {
-                format!("move rootfs {rootfs} to / and chroot")
-            } else {
-                format!("pivot_root into {rootfs}")
-            }
-        }
-        Step::Sysctl => format!(
-            "write sysctl {}",
-            p.sysctls
-                .get(i)
-                .map_or("?".into(), |(k, _)| k.to_string_lossy())
-        ),
-        Step::ReadonlyPath => format!(
-            "make {} read-only",
-            p.rootfs
-                .as_ref()
-                .and_then(|r| r.readonly.get(i))
-                .map_or("?".into(), |s| s.to_string_lossy())
-        ),
-        Step::MaskPath => format!(
-            "mask {}",
-            p.rootfs
-                .as_ref()
-                .and_then(|r| r.masked.get(i))
-                .map_or("?".into(), |s| s.to_string_lossy())
-        ),
-        Step::ReadonlyRoot => "remount rootfs read-only".into(),
-        Step::Console => "set up the console (pty) and send it over --console-socket".into(),
-        Step::Rlimit => {
-            let (name, soft, hard) = extra.rlimits.get(i).cloned().unwrap_or(("?".into(), 0, 0));
-            let hint = if f.errno == libc::EPERM {
-                " (raising a hard limit needs CAP_SYS_RESOURCE, which this process lacks)"
-            } else {
-                ""
-            };
-            return format!("setrlimit {name} soft={soft} hard={hard}: {err}{hint}");
-        }
-        Step::OomScoreAdj => {
-            let hint = if f.errno == libc::EACCES || f.errno == libc::EPERM {
-                " (lowering it needs CAP_SYS_RESOURCE, which this process lacks)"
-            } else {
-                ""
-            };
-            return format!(
-                "write oom_score_adj {}: {err}{hint}",
-                p.process
-                    .oom_score_adj
-                    .as_deref()
-                    .map_or("?".into(), |s| s.to_string_lossy())
-            );
-        }
-        Step::Capabilities => format!("apply capabilities (cap {i})"),
-        Step::Setgroups => format!("setgroups {:?}", p.process.additional_gids),
-        Step::Setgid => format!("setgid {}", p.process.gid),
-        Step::Setuid => format!("setuid {}", p.process.uid),
-        Step::NoNewPrivileges => "set no_new_privs".into(),
-        Step::Chdir => format!("chdir to cwd {}", p.process.cwd.to_string_lossy()),
-        Step::FindExecutable => {
-            let arg0 = p
-                .process
-                .argv
-                .first()
-                .map_or("?".into(), |a| a.to_string_lossy());
-            return format!(
-                "exec: {arg0:?}: executable file not found in $PATH or not executable: {err}"
-            );
-        }
-        Step::StartFifo => "wait for start on exec.fifo".into(),
-        Step::Exec => format!(
-            "exec {}",
-            p.process
-                .argv
-                .first()
-                .map_or("?".into(), |a| a.to_string_lossy())
-        ),
-    };
-    format!("{what}: {err}")
-}
-
-/// Names the parent keeps for describing failures of steps that have no path in the plan.
-#[derive(Debug, Default)]
-pub struct PlanNames {
-    pub join: Vec<String>,
-    pub rlimits: Vec<(String, u64, u64)>,
-}
-
-impl Failure {
-    pub fn from_report(r: &Report) -> Option<Failure> {
-        (r.tag == TAG_FAILED).then(|| Failure {
-            step: Step::from_u32(r.step).unwrap_or(Step::Exec),
-            index: r.index,
-            errno: r.errno,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reports_round_trip() {
-        let r = Report {
-            tag: TAG_FAILED,
-            step: Step::Mount as u32,
-            index: 7,
-            errno: libc::EPERM,
-        };
-        assert_eq!(Report::from_bytes(&r.to_bytes()), r);
-        let f = Failure::from_report(&r).unwrap();
-        assert_eq!((f.step, f.index, f.errno), (Step::Mount, 7, libc::EPERM));
-    }
-
-    #[test]
-    fn every_step_number_maps_back() {
-        for v in 1..=34 {
-            assert_eq!(Step::from_u32(v).unwrap() as u32, v);
-        }
-        assert!(Step::from_u32(0).is_none());
-    }
 }

@@ -1,8 +1,9 @@
-//! OCI lifecycle hooks run by the runtime process: `prestart` and `createRuntime` (after the
-//! namespaces exist, before the container's root is set up), `poststart` (after `start`) and
-//! `poststop` (after `delete`). Each gets the container's state JSON on stdin, exactly its
-//! own args and env, and is killed at its timeout. `createContainer` and `startContainer`
-//! (which must run inside the container) are refused by validation until supported.
+//! OCI lifecycle hooks. This module runs those that live in the runtime's namespaces:
+//! `prestart` and `createRuntime` (after the namespaces exist, before the container's root is
+//! set up), `poststart` (after `start`) and `poststop` (after `delete`, or after a create that
+//! failed half-way). Each gets the container's state JSON on stdin, exactly its own args and
+//! env, and is killed at its timeout. `createContainer` and `startContainer` run inside the
+//! container, started by its init: see [`in_container`].
 
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -15,19 +16,25 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 
-#[derive(Clone, Copy, Debug)]
+pub mod in_container;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Prestart,
     CreateRuntime,
+    CreateContainer,
+    StartContainer,
     Poststart,
     Poststop,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Prestart => "prestart",
             Kind::CreateRuntime => "createRuntime",
+            Kind::CreateContainer => "createContainer",
+            Kind::StartContainer => "startContainer",
             Kind::Poststart => "poststart",
             Kind::Poststop => "poststop",
         }
@@ -43,6 +50,8 @@ pub fn of(spec: &Spec, kind: Kind) -> Vec<Hook> {
     let list = match kind {
         Kind::Prestart => h.prestart(),
         Kind::CreateRuntime => h.create_runtime(),
+        Kind::CreateContainer => h.create_container(),
+        Kind::StartContainer => h.start_container(),
         Kind::Poststart => h.poststart(),
         Kind::Poststop => h.poststop(),
     };
