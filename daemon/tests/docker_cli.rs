@@ -895,3 +895,79 @@ fn network_namespaces_have_loopback_up() {
     ]);
     assert_eq!(out, "hello\n");
 }
+
+/// Containers run under berthd's default seccomp filter, which follows their capabilities;
+/// `seccomp=unconfined`, `--privileged` and a profile file of the user's change it, and a
+/// malformed profile is refused before anything runs.
+#[test]
+fn seccomp_default_unconfined_privileged_and_custom() {
+    let d = Berthd::start();
+    let status = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["busybox", "grep", "^Seccomp:", "/proc/self/status"]);
+        d.ok(&a)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(status(&[]), "2");
+    assert_eq!(status(&["--security-opt", "seccomp=unconfined"]), "0");
+    assert_eq!(status(&["--privileged"]), "0");
+
+    // unshare is denied by the filter without CAP_SYS_ADMIN, allowed with it.
+    let o = d.docker(&["run", "--rm", "busybox", "unshare", "-n", "true"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
+    d.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "busybox",
+        "unshare",
+        "-n",
+        "true",
+    ]);
+    // --privileged holds every capability berthd has, and nothing it lacks.
+    d.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "busybox",
+        "unshare",
+        "-n",
+        "true",
+    ]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let prof = dir.path().join("deny-mkdir.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", prof.display());
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "mkdir",
+        "/tmp/x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"));
+
+    std::fs::write(&prof, r#"{"defaultAction": 7}"#).unwrap();
+    let o = d.docker(&["create", "--security-opt", &opt, "busybox", "true"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("seccomp profile"),
+        "{o:?}"
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]), "");
+}

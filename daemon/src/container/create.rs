@@ -25,6 +25,9 @@ pub struct ImageDefaults {
 
 fn check_host_config(req: &CreateRequest) -> ApiResult<()> {
     let h = &req.host_config;
+    // A bad capability or seccomp profile is refused here, not at the first start.
+    let caps = super::spec::capabilities(&h.cap_add, &h.cap_drop, h.privileged)?;
+    super::seccomp::for_container(&h.security_opt, &caps, h.privileged)?;
     match h.network_mode.as_str() {
         "" | "default" | "bridge" | "none" | "host" => {}
         n => {

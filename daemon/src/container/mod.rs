@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod names;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 

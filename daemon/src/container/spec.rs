@@ -96,6 +96,22 @@ const READONLY: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// Whether capability number `n` is in berthd's bounding set (read once).
+fn grantable(n: usize) -> bool {
+    static BOUNDING: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let b = *BOUNDING.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX)
+    });
+    n < 64 && b & (1 << n) != 0
+}
+
 fn normalise_cap(c: &str) -> String {
     let up = c.to_ascii_uppercase();
     if up == "ALL" || up.starts_with("CAP_") {
@@ -107,8 +123,19 @@ fn normalise_cap(c: &str) -> String {
 
 /// Docker's `--cap-add`/`--cap-drop` arithmetic (drop first, then add; `ALL` on either side).
 pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> ApiResult<Vec<String>> {
+    // "Every capability" means every one berthd can hand on: a host may withhold some from
+    // its root (this kind of machine has no CAP_SYS_RESOURCE), and granting one we lack
+    // fails in the container's init.
+    let all = || -> Vec<String> {
+        ALL_CAPS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| grantable(*i))
+            .map(|(_, c)| c.to_string())
+            .collect()
+    };
     if privileged {
-        return Ok(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+        return Ok(all());
     }
     let add: Vec<String> = add.iter().map(|c| normalise_cap(c)).collect();
     let drop: Vec<String> = drop.iter().map(|c| normalise_cap(c)).collect();
@@ -127,14 +154,22 @@ pub fn capabilities(add: &[String], drop: &[String], privileged: bool) -> ApiRes
             .collect()
     };
     if add.iter().any(|c| c == "ALL") {
-        caps = ALL_CAPS
-            .iter()
-            .filter(|c| !drop.iter().any(|d| d == *c))
-            .map(|s| s.to_string())
+        caps = all()
+            .into_iter()
+            .filter(|c| !drop.iter().any(|d| d == c))
             .collect();
     }
     for c in add {
         if c != "ALL" && !caps.contains(&c) {
+            let n = ALL_CAPS
+                .iter()
+                .position(|x| *x == c)
+                .expect("checked above");
+            if !grantable(n) {
+                return Err(ApiError::bad_request(format!(
+                    "cannot add {c}: the host does not give it to berthd (not in its bounding set)"
+                )));
+            }
             caps.push(c);
         }
     }
@@ -389,6 +424,9 @@ pub fn build(rec: &Record, inp: &Inputs<'_>) -> ApiResult<Value> {
     if !h.sysctls.is_empty() {
         linux["sysctl"] = json!(h.sysctls);
     }
+    if let Some(filter) = super::seccomp::for_container(&h.security_opt, &caps, h.privileged)? {
+        linux["seccomp"] = filter;
+    }
     let mut process = json!({
         "terminal": c.tty,
         "user": {"uid": inp.user.uid, "gid": inp.user.gid, "additionalGids": inp.user.additional_gids},
@@ -466,6 +504,7 @@ mod tests {
         let c = capabilities(&["KILL".into()], &["ALL".into()], false).unwrap();
         assert_eq!(c, ["CAP_KILL"]);
         assert!(capabilities(&["BOGUS".into()], &[], false).is_err());
-        assert_eq!(capabilities(&[], &[], true).unwrap().len(), ALL_CAPS.len());
+        let held = (0..ALL_CAPS.len()).filter(|&n| grantable(n)).count();
+        assert_eq!(capabilities(&[], &[], true).unwrap().len(), held);
     }
 }
