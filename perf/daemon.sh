@@ -6,7 +6,8 @@
 #
 # Measures: `docker run --rm busybox true` (RUNS each), `docker run -d busybox sleep` (RUNS
 # each, then removed), idle daemon RSS (berthd vs dockerd + containerd), and `docker ps` with
-# MANY running containers on berthd. Knobs: RUNS (default 20), MANY (default 100).
+# MANY running containers on berthd. Knobs: RUNS (default 20), MANY (default 500, the issue's
+# figure).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 perf_need_root
@@ -16,7 +17,7 @@ BERTHD=$root/target/release/berthd
 SHIM=$root/target/release/berth-shim
 DOCKER=${DOCKER:-/usr/local/bin/docker}
 RUNS=${RUNS:-20}
-MANY=${MANY:-100}
+MANY=${MANY:-500}
 for b in "$BERTHD" "$SHIM" "$DOCKER"; do [[ -x $b ]] || perf_die "missing $b (cargo build --release --workspace --bins)"; done
 
 out=$(perf_out_dir)/daemon-$(date -u +%Y%m%dT%H%M%SZ).txt
@@ -89,7 +90,10 @@ done
 printf '  berthd %s ms, dockerd %s ms per container  dockerd/berthd %s\n' "${det[berth]}" "${det[docker]}" "$(ratio "${det[docker]}" "${det[berth]}")"
 
 echo "== docker ps with $MANY running containers on berthd =="
+s=$(date +%s%N)
 for _ in $(seq "$MANY"); do "$DOCKER" -H "unix://$tmp/berth.sock" run -d --network none busybox:local sleep 3600 >/dev/null; done
+e=$(date +%s%N)
+awk -v a="$s" -v b="$e" -v n="$MANY" 'BEGIN{printf "  started %d in %.1f s (%.1f ms each, the last ones with %d already running)\n", n, (b - a) / 1e9, (b - a) / 1e6 / n, n - 1}'
 hyperfine -N -w 2 -r 10 --export-json "$tmp/ps.json" -n ps "$DOCKER -H unix://$tmp/berth.sock ps" >/dev/null
 printf '  docker ps: %.1f ms (median); berthd RSS with %d containers: %d kB\n' \
 	"$(jq '.results[0].median * 1000' "$tmp/ps.json")" "$MANY" "$(rss_kb "$berthd_pid")"
