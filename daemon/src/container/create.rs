@@ -407,14 +407,33 @@ pub async fn create(
     .map_err(|e| undo(e.into()))?;
     let ctr = Ctr::new(rec);
     super::lifecycle::ensure_rootfs(d, &ctr).map_err(undo)?;
-    d.save(&ctr).map_err(|e| undo(e.into()))?;
     d.containers
         .lock()
         .unwrap()
         .insert(ctr.clone())
         .map_err(undo)?;
+    // Most creates are `docker run`s: the start request follows within milliseconds. The
+    // start is prepared while the record goes to disk, and after the reply.
+    tokio::spawn(super::lifecycle::prepare_ahead(d.clone(), ctr.clone()));
+    let saved = {
+        let (d, c) = (d.clone(), ctr.clone());
+        tokio::task::spawn_blocking(move || d.save(&c)).await
+    };
+    let failed = match saved {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(ApiError::from(e)),
+        Err(e) => Some(ApiError::internal(format!("writing the record: {e}"))),
+    };
+    if let Some(e) = failed {
+        // Not acknowledged: nothing of it may stay, the prepared shim included.
+        ctr.life.send_modify(|l| l.removed = true);
+        let _op = ctr.op.lock().await;
+        if ctr.is_held() {
+            super::lifecycle::release_held(d, &ctr).await;
+        }
+        d.containers.lock().unwrap().remove(&ctr.id);
+        return Err(undo(e));
+    }
     d.container_event(&ctr, "create", &[]);
-    // Most creates are `docker run`s: the start request follows within milliseconds.
-    tokio::spawn(super::lifecycle::prepare_ahead(d.clone(), ctr));
     Ok((id, warnings))
 }
