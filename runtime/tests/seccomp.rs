@@ -92,6 +92,32 @@ fn a_default_deny_filter_with_an_allow_list() {
     assert_eq!((code, out.as_str()), (4, "allowed\n"), "{err}");
 }
 
+/// A profile written before close_range existed denies it (runtime-tools' default profile is
+/// an allow list without it). The runtime's own syscalls must not be caught by the container's
+/// filter: without no_new_privs it is loaded before privileges drop, so whatever the runtime
+/// still does after it has to be something a profile cannot forbid — as with runc.
+#[test]
+fn a_filter_that_denies_close_range_still_runs_the_container_and_exec() {
+    for nnp in [false, true] {
+        let rt = Runtime::new();
+        let id = unique_id("secnoclose");
+        let mut b = Bundle::new(&["sleep", "100"]);
+        b.edit(|c| {
+            c["process"]["noNewPrivileges"] = json!(nnp);
+            c["linux"]["seccomp"] = json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]
+            });
+        });
+        rt.create(&b, &id);
+        rt.ok(&["start", &id]);
+        assert_eq!(rt.status(&id), "running", "nnp={nnp}");
+        let out = rt.ok(&["exec", &id, "sh", "-c", "echo exec-ran"]);
+        assert_eq!(out, "exec-ran\n", "nnp={nnp}");
+        rt.ok(&["delete", "--force", &id]);
+    }
+}
+
 /// A seccomp agent for the tests: listens on a unix socket, takes each listener sent to it
 /// (with its container process state), and answers mkdir notifications: a path ending in
 /// "deny" fails with EMLINK, anything else continues in the kernel.

@@ -264,6 +264,11 @@ fn setup(
             .map_err(fail(Step::OomScoreAdj, 0))?;
         sys::write_all(fd.as_fd(), adj.to_bytes()).map_err(fail(Step::OomScoreAdj, 0))?;
     }
+    // Descriptors beyond stdio and the preserved ones never reach the program. Marked before any
+    // seccomp filter is loaded: a filter from an older profile (runtime-tools' default allows a
+    // fixed list, without close_range) would otherwise fail the container at this step.
+    sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
+        .map_err(fail(Step::Exec, 0))?;
     // Without no_new_privs the kernel only accepts a filter from a privileged caller: install it
     // before dropping privileges (the filter then also governs setuid and capset), as runc.
     if let (Some(f), false) = (&p.process.seccomp, p.process.no_new_privs) {
@@ -308,9 +313,6 @@ fn setup(
     unsafe { libc::umask(p.process.umask) };
     sys::chdir(&p.process.cwd).map_err(fail(Step::Chdir, 0))?;
     let exe = find_executable(&p.process.exec_candidates)?;
-    // Descriptors beyond stdio and the preserved ones never reach the program.
-    sys::close_range_from(3 + p.preserve_fds, sys::CLOSE_RANGE_CLOEXEC)
-        .map_err(fail(Step::Exec, 0))?;
     if let (Some(f), true) = (&p.process.seccomp, p.process.no_new_privs) {
         load_seccomp(p, f)?;
     }
