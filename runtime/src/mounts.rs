@@ -355,6 +355,35 @@ fn plan_cgroup(
     Ok(())
 }
 
+/// The mount that contains `path` (the last mounted of those with the longest mount point that
+/// is a prefix of it) and whether it is shared, from a mountinfo table. pivot_root refuses a new
+/// root whose parent mount is shared, and a bind mount under a shared parent would propagate
+/// back to the host: runc makes that parent private first, and so does the container child.
+pub fn parent_mount(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in mountinfo.lines() {
+        let Some((left, _)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        if fields.len() < 6 {
+            continue;
+        }
+        let point = PathBuf::from(crate::cgroups::unescape_mountinfo(fields[4]));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let longer = best
+            .as_ref()
+            .is_none_or(|(b, _)| point.as_os_str().len() >= b.as_os_str().len());
+        if longer {
+            let shared = fields[6..].iter().any(|f| f.starts_with("shared:"));
+            best = Some((point, shared));
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +405,23 @@ mod tests {
         let o = opts(&["ro", "rw"]);
         assert_eq!(o.flags & libc::MS_RDONLY, 0);
         assert_eq!(o.cleared, libc::MS_RDONLY);
+    }
+
+    #[test]
+    fn the_parent_mount_is_the_longest_prefix_mounted_last() {
+        let mi = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+30 22 0:5 / /tmp rw shared:7 - tmpfs tmpfs rw
+31 22 0:6 / /tmpx rw - tmpfs tmpfs rw
+40 30 0:7 / /tmp/a\\040b rw master:3 - tmpfs tmpfs rw
+41 30 0:8 / /tmp/a\\040b rw - tmpfs tmpfs rw
+";
+        let p = |s: &str| parent_mount(mi, Path::new(s));
+        assert_eq!(p("/tmp/x/rootfs"), Some(("/tmp".into(), true)));
+        assert_eq!(p("/tmpx/rootfs"), Some(("/tmpx".into(), false)));
+        assert_eq!(p("/var/lib/c"), Some(("/".into(), true)));
+        // Stacked on one point: the top (last) mount is the one a path resolves to.
+        assert_eq!(p("/tmp/a b/rootfs"), Some(("/tmp/a b".into(), false)));
     }
 
     #[test]

@@ -175,7 +175,7 @@ fn find_mount(mountinfo: &str, matches: impl Fn(&str, &str) -> bool) -> Option<P
     None
 }
 
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     s.replace("\\040", " ")
         .replace("\\011", "\t")
         .replace("\\012", "\n")

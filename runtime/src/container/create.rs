@@ -832,13 +832,25 @@ fn prepare_rootfs(
             .map(|p| cstring(p.as_bytes(), &config))
             .collect()
     };
-    let propagation = match linux.rootfs_propagation() {
-        Some(p) => mounts::propagation_flag(p).expect("validated"),
-        None => libc::MS_SLAVE | libc::MS_REC,
+    let explicit = linux
+        .rootfs_propagation()
+        .as_deref()
+        .map(|p| mounts::propagation_flag(p).expect("validated"));
+    // Before the rootfs is bound, "/" gets the requested propagation, except unbindable: the
+    // bind of a directory on an unbindable mount fails (EINVAL), so that one is only set on the
+    // new root, below.
+    let propagation = match explicit {
+        Some(p) if p & libc::MS_UNBINDABLE == 0 => p,
+        _ => libc::MS_SLAVE | libc::MS_REC,
+    };
+    let private_parent = match shared_parent_mount(&bundle.rootfs, propagation)? {
+        Some(p) => Some(cstring(p.as_os_str().as_bytes(), &config)?),
+        None => None,
     };
     Ok(RootfsPlan {
         rootfs: cstring(bundle.rootfs.as_os_str().as_bytes(), &config)?,
         propagation,
+        private_parent,
         ops: planned.ops,
         // In a new user namespace nothing can be created before the parent has written the
         // id maps (an unmapped fsuid cannot make files): wait for it before the first mount.
@@ -853,6 +865,32 @@ fn prepare_rootfs(
             .as_ref()
             .and_then(|r| r.readonly())
             .unwrap_or(false),
-        root_propagation_after: None,
+        // As runc: the rootfs's own propagation is set again on "/" once it is the root.
+        root_propagation_after: explicit,
     })
+}
+
+/// The mount holding the rootfs if it will be shared once "/" has `propagation` in the
+/// container's mount namespace (a copy of ours: a shared mount stays in its peer group). The
+/// table is only read when that can happen: the default rslave, and rprivate, make every mount
+/// unshared.
+fn shared_parent_mount(rootfs: &Path, propagation: libc::c_ulong) -> Result<Option<PathBuf>> {
+    let recursive = propagation & libc::MS_REC != 0;
+    let to_shared = propagation & libc::MS_SHARED != 0;
+    if recursive && !to_shared {
+        return Ok(None);
+    }
+    let info = "/proc/self/mountinfo";
+    let table = std::fs::read_to_string(info).ctx("read", info)?;
+    let real = std::fs::canonicalize(rootfs).ctx("resolve the rootfs", rootfs)?;
+    let Some((point, shared)) = mounts::parent_mount(&table, &real) else {
+        return Ok(None);
+    };
+    let is_root = point == Path::new("/");
+    let shared_after = if to_shared {
+        shared || recursive || is_root
+    } else {
+        shared && !is_root
+    };
+    Ok(shared_after.then_some(point))
 }

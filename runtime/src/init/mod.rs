@@ -68,6 +68,10 @@ pub enum Gate {
 pub struct RootfsPlan {
     pub rootfs: CString,
     pub propagation: libc::c_ulong,
+    /// The mount holding the rootfs, made private (not recursively) before the rootfs is
+    /// bound: it would be shared, which pivot_root refuses and which would propagate the bind
+    /// back to the host.
+    pub private_parent: Option<CString>,
     pub ops: Vec<Op>,
     /// Index of the first op that needs the container's cgroups (ops.len() when none).
     pub cgroup_from: usize,
@@ -549,6 +553,10 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
 
 fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan, out: &mut Output) -> Res<()> {
     sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
+    if let Some(parent) = &r.private_parent {
+        sys::mount(None, parent, None, libc::MS_PRIVATE, None)
+            .map_err(fail(Step::RootPropagation, 2))?;
+    }
     sys::mount(
         Some(&r.rootfs),
         &r.rootfs,

@@ -244,6 +244,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames, detail: &[u8]) ->
         ),
         Step::Hostname => "sethostname".into(),
         Step::Domainname => "setdomainname".into(),
+        Step::RootPropagation if i == 2 => "make the rootfs's parent mount private".into(),
         Step::RootPropagation => "set mount propagation of /".into(),
         Step::BindRootfs => format!("bind mount rootfs {rootfs}"),
         Step::OpenRootfs => format!("open rootfs {rootfs}"),
