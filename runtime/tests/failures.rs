@@ -252,3 +252,41 @@ fn parent_dirs_of_the_state_are_kept_private() {
         .exists());
     rt.ok(&["delete", "--force", &id]);
 }
+
+/// A limit the kernel refuses once the init exists (v1 hierarchies are set while it builds its
+/// rootfs): create fails at once with the file and errno, and the init does not linger waiting
+/// for a go-ahead that will never come (it held its own copy of the pipe's write end, so the
+/// runtime and the init waited on each other forever).
+#[test]
+fn a_limit_the_kernel_refuses_fails_create_promptly_and_leaves_nothing() {
+    let rt = Runtime::new();
+    let id = unique_id("badlimit");
+    let mut b = Bundle::new(&["/bin/true"]);
+    b.edit(|c| c["linux"]["resources"] = json!({"cpu": {"cpus": "1000000"}}));
+    let err = tempfile::NamedTempFile::new().unwrap();
+    let mut child = rt
+        .cmd()
+        .args(["create", "--bundle"])
+        .arg(b.path())
+        .arg(&id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("create hung on a refused limit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(err.path()).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("cpuset.cpus"), "{err}");
+    assert_nothing_left(&rt, &id);
+}

@@ -161,6 +161,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     } = prepared;
     plan.sync = sync_w.as_raw_fd();
     plan.go = Some(go_r.as_raw_fd());
+    plan.go_parent = Some(go_w.as_raw_fd());
     let pidns = pidns
         .as_ref()
         .map(|(fd, path)| (fd.as_fd(), path.as_path()));
@@ -288,10 +289,11 @@ fn release(
             sys::write_all(go_w.as_fd(), b"g").map_err(|e| Error::sys("release container init", e))
         });
     drop(go_w);
-    // If the child failed before taking the go byte, its own report says why.
+    // If the child failed before taking the go byte, its own report says why; one that only
+    // says the go byte never came is our failure, which `e` tells better.
     match joined {
         Ok(()) => await_child(plan, names, &sync_r, mode, agent.as_ref()),
-        Err(e) => match await_child(plan, names, &sync_r, mode, agent.as_ref()) {
+        Err(e) => match await_child_after(plan, names, &sync_r, mode, agent.as_ref(), true) {
             Err(child @ Error::Init(_)) => Err(child),
             _ => Err(e),
         },
@@ -446,6 +448,19 @@ pub(super) fn await_child(
     mode: Mode,
     agent: Option<&Agent>,
 ) -> Result<()> {
+    await_child_after(plan, names, sync, mode, agent, false)
+}
+
+/// As `await_child`; when `we_failed` (the go byte was never sent), a report that the child
+/// gave up waiting for it is no news: Ok, so the caller reports its own error.
+fn await_child_after(
+    plan: &ChildPlan,
+    names: &PlanNames,
+    sync: &OwnedFd,
+    mode: Mode,
+    agent: Option<&Agent>,
+    we_failed: bool,
+) -> Result<()> {
     let mut buf = [0u8; Report::SIZE];
     let (mut got, mut fd) = recv_full(sync.as_fd(), &mut buf)?;
     while got == Report::SIZE && Report::from_bytes(&buf).tag == init::TAG_SECCOMP_LISTENER {
@@ -465,6 +480,9 @@ pub(super) fn await_child(
     if got == Report::SIZE {
         let r = Report::from_bytes(&buf);
         if let Some(f) = Failure::from_report(&r) {
+            if we_failed && f.step == init::Step::AwaitCgroup {
+                return Ok(());
+            }
             let mut detail = vec![0u8; (r.detail_len as usize).min(Report::MAX_DETAIL)];
             let n = read_full(sync.as_fd(), &mut detail)?;
             return Err(Error::Init(init::describe(plan, &f, names, &detail[..n])));
@@ -684,6 +702,7 @@ fn prepare(
     let plan = ChildPlan {
         sync: -1,
         go: None,
+        go_parent: None,
         cgroup_join: Vec::new(),
         stdio: opts.stdio,
         unshare_cgroupns,

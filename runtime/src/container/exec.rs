@@ -126,6 +126,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
     let mut plan = ChildPlan {
         sync: sync_w.as_raw_fd(),
         go: None,
+        go_parent: None,
         cgroup_join: Vec::new(),
         stdio: opts.stdio,
         unshare_cgroupns: false,

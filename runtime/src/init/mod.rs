@@ -119,6 +119,10 @@ pub struct ChildPlan {
     pub sync: RawFd,
     /// Read end of the pipe on which the parent says the cgroups are ready (create only).
     pub go: Option<RawFd>,
+    /// The parent's write end of that pipe, closed by the child first thing: the parent
+    /// dropping its end (it failed to set up the cgroups) must read as EOF here, or the child
+    /// would wait on itself and the parent on the child's report, forever.
+    pub go_parent: Option<RawFd>,
     /// Files to write "0" into to join the container's cgroups (host paths, before pivot).
     pub cgroup_join: Vec<CString>,
     pub stdio: Option<[RawFd; 3]>,
@@ -158,6 +162,10 @@ pub fn child_main(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
+    if let Some(fd) = plan.go_parent {
+        // SAFETY: our copy of the parent's descriptor, not used by anything in the child.
+        unsafe { libc::close(fd) };
+    }
     let mut out = Output::default();
     let mut released: Option<OwnedFd> = None;
     let failure = match setup(plan, argv, envp, &mut out, &mut released) {
