@@ -255,6 +255,26 @@ pub fn mount(
     Ok(())
 }
 
+/// The id of the mount `path` resolves to (statx STATX_MNT_ID): what is mounted there now.
+pub fn mount_id(path: &CStr) -> io::Result<u64> {
+    // SAFETY: statx is plain data, filled by the kernel.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: path is a valid C string; st is valid for writes.
+    check_int(unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_STATX_DONT_SYNC,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    })?;
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(st.stx_mnt_id)
+}
+
 pub fn umount2(target: &CStr, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: target is a valid C string.
     check_int(unsafe { libc::umount2(target.as_ptr(), flags) })?;

@@ -65,6 +65,9 @@ pub(super) enum Mode {
 struct Cleanup<'a> {
     dir: &'a Path,
     cgroup: Option<&'a Cgroup>,
+    /// The rootfs bound in our own mount namespace (a container without one) and the mount it
+    /// was on before, to detach.
+    host_rootfs: Option<(&'a Path, u64)>,
     armed: bool,
 }
 
@@ -77,6 +80,9 @@ impl Drop for Cleanup<'_> {
             let _ = cg.signal_all(libc::SIGKILL);
             let _ = cg.destroy();
         }
+        if let Some((rootfs, under)) = self.host_rootfs {
+            let _ = super::detach_host_rootfs(rootfs, under);
+        }
         let _ = fs::remove_dir_all(self.dir);
     }
 }
@@ -87,15 +93,29 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let spec = &bundle.spec;
     let process = spec.process().as_ref().expect("validated");
     let linux = spec.linux().as_ref().expect("validated");
-    let namespaces = linux.namespaces().clone().unwrap_or_default();
-    if !namespaces
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Mount)
-    {
-        return Err(Error::InvalidConfig {
-            path: bundle.dir.join("config.json"),
-            msg: "a mount namespace is required".into(),
-        });
+    if !has_mount_ns(linux) {
+        // The container inherits our mount namespace (config-linux.md: a namespace type not
+        // listed is the runtime's). What only a namespace of its own can confine is refused.
+        let confined = [
+            (
+                linux.masked_paths().as_ref().is_some_and(|v| !v.is_empty()),
+                "maskedPaths",
+            ),
+            (
+                linux
+                    .readonly_paths()
+                    .as_ref()
+                    .is_some_and(|v| !v.is_empty()),
+                "readonlyPaths",
+            ),
+            (linux.rootfs_propagation().is_some(), "rootfsPropagation"),
+        ];
+        if let Some((_, what)) = confined.iter().find(|(set, _)| *set) {
+            return Err(Error::InvalidConfig {
+                path: bundle.dir.join("config.json"),
+                msg: format!("{what} needs a mount namespace of the container's own"),
+            });
+        }
     }
     let terminal = process.terminal().unwrap_or(false);
     // Compiled before any side effect: a filter libseccomp refuses changes nothing.
@@ -122,9 +142,11 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         }
         Err(e) => return Err(Error::io("create state dir", &dir, e)),
     }
+    let host_mount_ns = !has_mount_ns(linux);
     let mut cleanup = Cleanup {
         dir: &dir,
         cgroup: None,
+        host_rootfs: None,
         armed: true,
     };
 
@@ -165,6 +187,14 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     let pidns = pidns
         .as_ref()
         .map(|(fd, path)| (fd.as_fd(), path.as_path()));
+    let host_rootfs_mount = if host_mount_ns {
+        let c = cgroups::cstr(&bundle.rootfs)?;
+        let under = sys::mount_id(&c).map_err(|e| Error::io("statx", &bundle.rootfs, e))?;
+        cleanup.host_rootfs = Some((&bundle.rootfs, under));
+        Some(under)
+    } else {
+        None
+    };
     let (pid, pidfd) = fork_child(&mut plan, &cgroup, clone_flags, pidns)?;
     drop(sync_w);
     drop(go_r);
@@ -220,6 +250,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
             cgroup: cgroup.clone(),
             hooks: !crate::hooks::of(spec, crate::hooks::Kind::Poststart).is_empty()
                 || !crate::hooks::of(spec, crate::hooks::Kind::Poststop).is_empty(),
+            host_rootfs_mount,
         },
     };
     let saved = container.save().and_then(|()| match &opts.pid_file {
@@ -862,7 +893,13 @@ fn prepare_rootfs(
         Some(p) if p & libc::MS_UNBINDABLE == 0 => p,
         _ => libc::MS_SLAVE | libc::MS_REC,
     };
-    let private_parent = match shared_parent_mount(&bundle.rootfs, propagation)? {
+    // In our own namespace "/" keeps its propagation and nothing is pivoted.
+    let parent = if has_mount_ns(linux) {
+        shared_parent_mount(&bundle.rootfs, propagation)?
+    } else {
+        None
+    };
+    let private_parent = match parent {
         Some(p) => Some(cstring(p.as_os_str().as_bytes(), &config)?),
         None => None,
     };
@@ -877,6 +914,7 @@ fn prepare_rootfs(
         devices,
         dev_symlinks,
         no_pivot,
+        host_mount_ns: !has_mount_ns(linux),
         masked: to_c(linux.masked_paths())?,
         readonly: to_c(linux.readonly_paths())?,
         readonly_root: spec
@@ -887,6 +925,15 @@ fn prepare_rootfs(
         // As runc: the rootfs's own propagation is set again on "/" once it is the root.
         root_propagation_after: explicit,
     })
+}
+
+/// Whether the container has a mount namespace of its own (new or joined).
+fn has_mount_ns(linux: &oci_spec::runtime::Linux) -> bool {
+    linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Mount)
 }
 
 /// The mount holding the rootfs if it will be shared once "/" has `propagation` in the

@@ -79,6 +79,10 @@ pub struct Record {
     /// config.json has poststart or poststop hooks (start and delete re-read it only then).
     #[serde(default)]
     pub hooks: bool,
+    /// For a container in our own mount namespace: the id of the mount its rootfs was on
+    /// before create bound it onto itself; `delete` detaches whatever is stacked above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rootfs_mount: Option<u64>,
 }
 
 /// The state JSON `state` prints (the OCI state, with runc's extra fields).
@@ -258,11 +262,28 @@ impl Container {
             self.record.cgroup.signal_all(libc::SIGKILL)?;
         }
         self.record.cgroup.destroy()?;
+        if let Some(under) = self.record.host_rootfs_mount {
+            detach_host_rootfs(&self.record.rootfs, under)?;
+        }
         match fs::remove_dir_all(&self.dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io("remove state", &self.dir, e)),
         }
+    }
+}
+
+/// Detach the rootfs bind (and every mount the container made under it) that create stacked
+/// in our own mount namespace, if it is still there: the mount at `rootfs` is no longer the one
+/// it was on before (`under`). The host's own mount of a rootfs is never touched.
+pub(crate) fn detach_host_rootfs(rootfs: &Path, under: u64) -> Result<()> {
+    let c = crate::cgroups::cstr(rootfs)?;
+    match sys::mount_id(&c) {
+        Ok(now) if now != under => sys::umount2(&c, libc::MNT_DETACH)
+            .map_err(|e| Error::io("unmount the container's rootfs", rootfs, e)),
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io("statx", rootfs, e)),
     }
 }
 
@@ -314,6 +335,7 @@ mod tests {
                 annotations: BTreeMap::new(),
                 cgroup: Cgroup::default(),
                 hooks: false,
+                host_rootfs_mount: None,
             },
         };
         let v = serde_json::to_value(c.oci_state(Status::Running)).unwrap();

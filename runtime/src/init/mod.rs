@@ -79,6 +79,10 @@ pub struct RootfsPlan {
     /// (link path inside the rootfs, target)
     pub dev_symlinks: Vec<(Target, CString)>,
     pub no_pivot: bool,
+    /// No mount namespace of its own (the spec's "inherit the runtime's"): the mounts are made
+    /// in ours, under the rootfs bound onto itself (which `delete` detaches, taking them all),
+    /// "/" keeps its propagation, and the init chroots instead of pivot_root.
+    pub host_mount_ns: bool,
     pub masked: Vec<CString>,
     pub readonly: Vec<CString>,
     pub readonly_root: bool,
@@ -560,7 +564,10 @@ fn await_cgroups(p: &ChildPlan) -> Res<()> {
 }
 
 fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan, out: &mut Output) -> Res<()> {
-    sys::mount(None, c"/", None, r.propagation, None).map_err(fail(Step::RootPropagation, 0))?;
+    if !r.host_mount_ns {
+        sys::mount(None, c"/", None, r.propagation, None)
+            .map_err(fail(Step::RootPropagation, 0))?;
+    }
     if let Some(parent) = &r.private_parent {
         sys::mount(None, parent, None, libc::MS_PRIVATE, None)
             .map_err(fail(Step::RootPropagation, 2))?;
@@ -634,7 +641,10 @@ fn prepare_rootfs(p: &ChildPlan, r: &RootfsPlan, out: &mut Output) -> Res<()> {
         in_container::run_all(hooks, out)
             .map_err(|f| Failure::hook(Step::CreateContainerHook, f))?;
     }
-    if r.no_pivot {
+    if r.host_mount_ns {
+        // Moving the rootfs over "/" or pivoting would change the host's own root.
+        sys::chroot(c".").map_err(fail(Step::PivotRoot, 2))?;
+    } else if r.no_pivot {
         sys::mount(Some(c"."), c"/", None, libc::MS_MOVE, None)
             .map_err(fail(Step::PivotRoot, 1))?;
         sys::chroot(c".").map_err(fail(Step::PivotRoot, 2))?;
