@@ -435,3 +435,39 @@ fn terminal_is_sent_over_the_console_socket() {
     rt.wait_status(&id, "stopped");
     rt.ok(&["delete", &id]);
 }
+
+/// linux.resources.network: net_cls.classid and net_prio.ifpriomap where the host has those v1
+/// controllers; where it does not (cgroup v2 has no counterpart), a clear error rather than a
+/// container that silently lacks the limit.
+#[test]
+fn network_class_and_priorities_are_applied_or_refused() {
+    let net = |c: &mut serde_json::Value| {
+        c["linux"]["resources"]["network"] =
+            json!({"classID": 0x100001, "priorities": [{"name": "lo", "priority": 7}]});
+    };
+    if let (Some(cls), Some(prio)) = (cgroup_mount("net_cls"), cgroup_mount("net_prio")) {
+        let rt = Runtime::new();
+        let id = unique_id("net");
+        let mut b = Bundle::new(&["sleep", "100"]);
+        b.edit(|c| {
+            net(c);
+            c["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+        });
+        rt.create(&b, &id);
+        let classid = std::fs::read_to_string(cls.join(&id).join("net_cls.classid")).unwrap();
+        let map = std::fs::read_to_string(prio.join(&id).join("net_prio.ifpriomap")).unwrap();
+        rt.ok(&["delete", "--force", &id]);
+        assert_eq!(classid.trim(), 0x100001.to_string());
+        assert!(map.lines().any(|l| l == "lo 7"), "{map}");
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.edit(net);
+    let (code, _, err) = rt.run(&b, &unique_id("net"));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("net_cls") && err.contains("does not provide"),
+        "{err}"
+    );
+}

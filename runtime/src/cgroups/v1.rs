@@ -134,6 +134,20 @@ pub fn apply<'a>(get: &dyn Fn(&str) -> Option<&'a Path>, res: &LinuxResources) -
             }
         }
     }
+    if let Some(n) = res.network() {
+        if let (Some(dir), Some(id)) = (get("net_cls"), n.class_id()) {
+            write_file(dir, "net_cls.classid", &id.to_string())?;
+        }
+        if let (Some(dir), Some(prios)) = (get("net_prio"), n.priorities()) {
+            // One "interface priority" per write: the kernel takes a single pair each time.
+            let lines: Vec<String> = prios
+                .iter()
+                .map(|p| format!("{} {}", p.name(), p.priority()))
+                .collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            write_lines(dir, "net_prio.ifpriomap", &lines)?;
+        }
+    }
     if let (Some(dir), Some(p)) = (get("pids"), res.pids()) {
         let v = if p.limit() > 0 {
             p.limit().to_string()

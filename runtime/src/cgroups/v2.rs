@@ -48,6 +48,15 @@ pub fn controllers_needed(res: &LinuxResources) -> Vec<&'static str> {
     if res.pids().is_some() {
         add("pids");
     }
+    // v1 only (cgroup v2 has no counterpart): a host without them refuses the config.
+    if let Some(n) = res.network() {
+        if n.class_id().is_some() {
+            add("net_cls");
+        }
+        if n.priorities().as_ref().is_some_and(|v| !v.is_empty()) {
+            add("net_prio");
+        }
+    }
     if let Some(b) = res.block_io() {
         if b.weight().is_some()
             || b.leaf_weight().is_some()
