@@ -3,15 +3,17 @@
 #
 #   cargo build -p berth-proxy --release && perf/proxy.sh
 #
-# Builds nothing: expects target/release/berth-proxy and target/release/berth-proxy-load.
+# Builds nothing: expects berth-proxy and berth-proxy-load in $CARGO_TARGET_DIR/release
+# (target/release when unset).
 # Needs iperf3, jq, docker-proxy (/usr/sbin/docker-proxy from docker.io).
 # Knobs: SECS (iperf3 seconds, 10), ROUNDS (iperf3 runs per path, best kept, 2),
 #        CONNS (connect/request/close count, 2000), IDLE (idle connections held, 1000).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-BP=$root/target/release/berth-proxy
-LOAD=$root/target/release/berth-proxy-load
+bin=${CARGO_TARGET_DIR:-$root/target}/release
+BP=$bin/berth-proxy
+LOAD=$bin/berth-proxy-load
 DP=${DOCKER_PROXY:-/usr/sbin/docker-proxy}
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-2}
