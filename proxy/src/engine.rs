@@ -8,7 +8,8 @@
 //! park 20,000 kernel threads.
 //!
 //! Everything closed during one batch of completions is kept in a graveyard until the next
-//! submit, so no queued request can name a descriptor number that was reused in between.
+//! submit, so no queued request can name a descriptor number that was reused in between; the
+//! connections' sockets are then closed by ring requests that go out with the submit after.
 
 use std::io;
 use std::net::SocketAddr;
@@ -49,7 +50,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            pipe_size: 64 * 1024,
+            pipe_size: 1024 * 1024,
             max_pipes: 256,
             udp_idle: Duration::from_secs(90),
             udp_max_flows: 4096,
@@ -475,7 +476,13 @@ impl Engine {
             batch.clear();
             self.reactor.wait(&mut batch).map_err(EngineError::Wait)?;
             // Everything queued has been handed to the kernel: closing is safe now.
-            self.grave_conns.clear();
+            for c in self.grave_conns.drain(..) {
+                for fd in c.into_fds() {
+                    self.reactor.push(Req::Close { fd });
+                }
+            }
+            // Listeners, control and UDP sockets close at once: a removed mapping's port must
+            // be closed by the time its removal has been answered.
             self.grave_fds.clear();
             for &(ud, res, flags) in &batch {
                 self.dispatch(ud, res, flags);

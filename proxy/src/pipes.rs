@@ -5,13 +5,22 @@
 //! limit. When the pool is exhausted (or pipe creation fails) the caller falls back to a
 //! buffered copy through its scratch buffer; that decision is the caller's, the pool only says
 //! "none available".
+//!
+//! Pipes are large (1 MiB by default, the kernel's usual /proc/sys/fs/pipe-max-size) because
+//! each splice moves at most one pipe's worth: a bulk transfer costs a pair of splices and a
+//! wake-up per pipe-full, and 64 KiB pipes spent twice the CPU per GB of 1 MiB ones here. The
+//! size costs nothing while a pipe is idle (its pages are the sockets' own, lent for the
+//! duration of one relay step); when the kernel refuses the size (EPERM above pipe-max-size
+//! without CAP_SYS_RESOURCE, or past the per-user pipe quota), the pipe keeps the size it has.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 /// One pipe: bytes spliced into `w` come out of `r`.
 pub struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
+    /// Bytes it holds when full: the most one splice into it can move.
+    cap: usize,
 }
 
 impl Pipe {
@@ -20,6 +29,9 @@ impl Pipe {
     }
     pub fn write_end(&self) -> RawFd {
         self.w.as_raw_fd()
+    }
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 }
 
@@ -31,10 +43,13 @@ pub struct PipePool {
     size: usize,
     /// Creation failures, reported once.
     failed_once: bool,
+    /// A pipe kept a smaller size than asked for; reported once.
+    small_once: bool,
 }
 
 impl PipePool {
-    /// `max` pipes of `size` bytes each (rounded up by the kernel to a power-of-two of pages).
+    /// `max` pipes of `size` bytes each (rounded up by the kernel to a power-of-two of pages;
+    /// 0 keeps the kernel's default).
     pub fn new(max: usize, size: usize) -> Self {
         PipePool {
             free: Vec::with_capacity(max.min(1024)),
@@ -42,12 +57,8 @@ impl PipePool {
             max,
             size,
             failed_once: false,
+            small_once: false,
         }
-    }
-
-    /// Capacity of each pipe: the most bytes one splice into it can move.
-    pub fn pipe_size(&self) -> usize {
-        self.size
     }
 
     /// Pipes currently lent out.
@@ -63,22 +74,32 @@ impl PipePool {
         if self.live >= self.max {
             return None;
         }
-        match crate::sys::pipe(self.size) {
-            Ok((r, w)) => {
-                self.live += 1;
-                Some(Pipe { r, w })
-            }
+        let (r, w) = match crate::sys::pipe() {
+            Ok(p) => p,
             Err(e) => {
                 if !self.failed_once {
                     self.failed_once = true;
                     eprintln!(
-                        "berth-proxy: pipe({} bytes) failed: {e}; using buffered copies while pipes are short",
-                        self.size
+                        "berth-proxy: pipe: {e}; using buffered copies while pipes are short"
                     );
                 }
-                None
+                return None;
             }
-        }
+        };
+        let sized = match self.size {
+            0 => crate::sys::pipe_size(w.as_fd()),
+            want => crate::sys::set_pipe_size(w.as_fd(), want).or_else(|e| {
+                if !self.small_once {
+                    self.small_once = true;
+                    eprintln!("berth-proxy: F_SETPIPE_SZ {want}: {e}; such pipes keep their size");
+                }
+                crate::sys::pipe_size(w.as_fd())
+            }),
+        };
+        // F_GETPIPE_SZ cannot fail on a pipe; a page is the least a pipe holds.
+        let cap = sized.unwrap_or(4096);
+        self.live += 1;
+        Some(Pipe { r, w, cap })
     }
 
     /// Return a pipe that is empty. A pipe that still holds bytes must be dropped instead.
@@ -119,5 +140,17 @@ mod tests {
         // SAFETY: F_GETPIPE_SZ on a pipe we own.
         let sz = unsafe { libc::fcntl(p.write_end(), libc::F_GETPIPE_SZ) };
         assert_eq!(sz, 16 * 1024);
+        assert_eq!(p.capacity(), 16 * 1024);
+    }
+
+    #[test]
+    fn refused_size_keeps_the_pipe() {
+        // Far above pipe-max-size: refused without CAP_SYS_RESOURCE, ENOMEM-ish with it; either
+        // way a working pipe comes back, with the capacity it really has.
+        let mut pool = PipePool::new(1, 1 << 30);
+        let p = pool.get().expect("a pipe even when the size is refused");
+        // SAFETY: F_GETPIPE_SZ on a pipe we own.
+        let sz = unsafe { libc::fcntl(p.write_end(), libc::F_GETPIPE_SZ) };
+        assert_eq!(p.capacity(), sz as usize);
     }
 }

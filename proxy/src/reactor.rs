@@ -1,4 +1,4 @@
-//! The engine's five kinds of asynchronous request, and the two ways of carrying them out.
+//! The engine's six kinds of asynchronous request, and the two ways of carrying them out.
 //!
 //! io_uring is the normal path: each request is one ring entry. When io_uring cannot be set up
 //! (sysctl `kernel.io_uring_disabled`, a seccomp profile), an epoll reactor gives the same
@@ -35,6 +35,9 @@ pub(crate) enum Req {
     Cancel { target: u64, ud: u64 },
     /// Complete with -ETIME after one second.
     Tick { ud: u64 },
+    /// close(2) the descriptor, which the caller gives up. Completes only on failure (user
+    /// data 0): a ring close saves the syscall per descriptor when connections churn.
+    Close { fd: OwnedFd },
 }
 
 /// Which implementation to use.
@@ -96,11 +99,21 @@ pub(crate) struct Uring {
 
 impl Uring {
     fn new(entries: u32, connect_timeout: Duration) -> io::Result<Self> {
+        // Completions are run only when the loop asks for them (DEFER_TASKRUN, 6.1+): a socket
+        // becoming ready never interrupts the loop mid-batch, and one io_uring_enter reaps all
+        // that piled up. Older kernels refuse the flag; cooperative task running is the fallback.
         let ring = IoUring::builder()
             .setup_cqsize(entries * 8)
             .setup_single_issuer()
-            .setup_coop_taskrun()
-            .build(entries)?;
+            .setup_defer_taskrun()
+            .build(entries)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(entries * 8)
+                    .setup_single_issuer()
+                    .setup_coop_taskrun()
+                    .build(entries)
+            })?;
         Ok(Uring {
             ring,
             tick_ts: Box::new(types::Timespec::new().sec(1)),
@@ -142,6 +155,14 @@ impl Uring {
                         .build()
                         .user_data(ud),
                 ])
+            }
+            Req::Close { fd } => {
+                // The kernel owns the descriptor from here on.
+                let fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+                self.push_all(&[opcode::Close::new(types::Fd(fd))
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(0)])
             }
         }
     }
@@ -259,6 +280,10 @@ impl Epoll {
                 }
             }
             Req::Tick { ud } => self.tick = Some((ud, Instant::now() + Duration::from_secs(1))),
+            Req::Close { fd } => {
+                self.fds.remove(&fd.as_raw_fd());
+                drop(fd);
+            }
         }
     }
 

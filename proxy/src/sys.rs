@@ -346,18 +346,27 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     })
 }
 
-/// A non-blocking pipe; `size` is applied with F_SETPIPE_SZ when non-zero.
-pub fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+/// A non-blocking pipe (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a writable array of two descriptors.
     cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
     // SAFETY: the kernel just returned these descriptors; we are their only owner.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    if size > 0 {
-        // SAFETY: fcntl F_SETPIPE_SZ on a pipe we own.
-        cvt(unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?;
-    }
-    Ok((r, w))
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// F_SETPIPE_SZ: returns the capacity the kernel gave (`size` rounded up to a power of two
+/// of pages). Above /proc/sys/fs/pipe-max-size it needs CAP_SYS_RESOURCE (EPERM).
+pub fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl F_SETPIPE_SZ on a descriptor the caller borrows.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) }).map(|n| n as usize)
+}
+
+/// F_GETPIPE_SZ: the pipe's capacity in bytes.
+pub fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl F_GETPIPE_SZ on a descriptor the caller borrows.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).map(|n| n as usize)
 }
 
 pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
