@@ -5,9 +5,15 @@
 #
 # Builds nothing: expects berth-proxy and berth-proxy-load in $CARGO_TARGET_DIR/release
 # (target/release when unset).
-# Needs iperf3, jq, docker-proxy (/usr/sbin/docker-proxy from docker.io).
+# Needs iperf3, jq, docker-proxy (/usr/sbin/docker-proxy from docker.io); haproxy, if installed
+# (apt-get install haproxy; HAPROXY=path to choose one), runs beside them as a reference.
 # Knobs: SECS (iperf3 seconds, 10), ROUNDS (iperf3 runs per path, best kept, 2),
-#        CONNS (connect/request/close count, 2000), IDLE (idle connections held, 1000).
+#        CONNS (connect/request/close count per round, 2000), CROUNDS (rounds of those per
+#        path, interleaved, median kept, 3), IDLE (idle connections held, 1000).
+#
+# Besides rates it prints CPU time (utime + stime, from /proc or getrusage) per GB and per
+# connection for the proxy and for the endpoints: on a shared machine that moves far less than
+# the rates do, and it shows whether the endpoints or the proxy had the CPU.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,9 +21,11 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 BP=$bin/berth-proxy
 LOAD=$bin/berth-proxy-load
 DP=${DOCKER_PROXY:-/usr/sbin/docker-proxy}
+HAPROXY=${HAPROXY:-$(command -v haproxy || true)}
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-2000}
+CROUNDS=${CROUNDS:-3}
 IDLE=${IDLE:-1000}
 
 for b in "$BP" "$LOAD" "$DP" "$(command -v iperf3)" "$(command -v jq)"; do
@@ -44,42 +52,119 @@ start() { "$@" & pids+=($!); }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$1/status"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ticks() { if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat"; else echo 0; fi; }
+TCK=$(getconf CLK_TCK)
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+mean() { tr ' ' '\n' | grep . | awk '{s += $1} END {printf "%.0f", s / NR}'; }
 
 start iperf3 -s -p 15201 >/dev/null 2>&1
+iperf_srv=${pids[-1]}
 start "$LOAD" serve 127.0.0.1:15300 >/dev/null
+echo_srv=${pids[-1]}
 wait_port 15300
 sleep 0.3 # iperf3 -s is up (probing its port would count as a test)
 
 start "$DP" -proto tcp -host-ip 127.0.0.1 -host-port 18080 -container-ip 127.0.0.1 -container-port 15201 3>"$tmp/sig-dp1" 2>/dev/null
+dp1=${pids[-1]}
 start "$DP" -proto tcp -host-ip 127.0.0.1 -host-port 18081 -container-ip 127.0.0.1 -container-port 15300 3>"$tmp/sig-dp2" 2>/dev/null
+dp2=${pids[-1]}
 start "$BP" serve --control "$tmp/bp.sock" --map tcp,127.0.0.1:18090,127.0.0.1:15201 --map tcp,127.0.0.1:18091,127.0.0.1:15300 2>"$tmp/bp.log"
+bp1=${pids[-1]}
 wait_port 18080; wait_port 18081; wait_port 18090; wait_port 18091
 
-iperf_once() { # port -> Gbit/s received
-  iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -J | jq '.end.sum_received.bits_per_second / 1e9'
+# HAProxy, when installed, runs as a reference: a mature single-threaded epoll proxy (one
+# thread, like berth-proxy; splice for the bulk path) shows what the kernel leaves to gain.
+paths_tput=(direct:15201: docker-proxy:18080:$dp1 berth-proxy:18090:$bp1)
+paths_conn=(direct:15300: docker-proxy:18081:$dp2 berth-proxy:18091:$bp1)
+if [ -n "$HAPROXY" ] && [ -x "$HAPROXY" ]; then
+  cat >"$tmp/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 4000
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+listen iperf
+    bind 127.0.0.1:18070
+    option splice-auto
+    server s1 127.0.0.1:15201
+listen echo
+    bind 127.0.0.1:18071
+    server s1 127.0.0.1:15300
+EOF
+  start "$HAPROXY" -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1
+  hp=${pids[-1]}
+  wait_port 18070; wait_port 18071
+  paths_tput+=(haproxy:18070:$hp); paths_conn+=(haproxy:18071:$hp)
+fi
+names=(); for p in "${paths_tput[@]}"; do names+=("${p%%:*}"); done
+
+iperf_once() { # port proxy-pid -> "Gbit/s proxy-ms/GB server-ms/GB client-ms/GB"
+  local p0 s0 p1 s1 j
+  p0=$(ticks "$2"); s0=$(ticks "$iperf_srv")
+  j=$(iperf3 -c 127.0.0.1 -p "$1" -t "$SECS" -J)
+  p1=$(ticks "$2"); s1=$(ticks "$iperf_srv")
+  jq -r --argjson p $((p1 - p0)) --argjson s $((s1 - s0)) --argjson t "$TCK" --argjson secs "$SECS" \
+    '(.end.sum_received.bytes / 1e9) as $gb
+     | "\(.end.sum_received.bits_per_second / 1e9) \($p / $t * 1000 / $gb) \($s / $t * 1000 / $gb) \(.end.cpu_utilization_percent.host_total * $secs * 10 / $gb)"' <<<"$j"
 }
 echo "== throughput: iperf3 -c 127.0.0.1, 1 stream, ${SECS} s, best of ${ROUNDS} =="
-declare -A tput=([direct]=0 [docker-proxy]=0 [berth-proxy]=0)
+echo "   (CPU ms per GB received: the proxy's, the iperf3 server's, the iperf3 client's)"
+declare -A tput pgb sgb cgb ceiling pgbm
 for r in $(seq "$ROUNDS"); do
-  for path in direct:15201 docker-proxy:18080 berth-proxy:18090; do
-    name=${path%%:*}; port=${path##*:}
-    g=$(iperf_once "$port")
-    printf '  round %s %-13s %6.2f Gbit/s\n' "$r" "$name" "$g"
-    tput[$name]=$(awk -v a="${tput[$name]}" -v b="$g" 'BEGIN{print (b > a) ? b : a}')
+  for path in "${paths_tput[@]}"; do
+    IFS=: read -r name port ppid <<<"$path"
+    read -r g pms sms cms < <(iperf_once "$port" "$ppid")
+    printf '  round %s %-13s %6.2f Gbit/s   CPU ms/GB: proxy %4.0f  server %4.0f  client %4.0f\n' \
+      "$r" "$name" "$g" "$pms" "$sms" "$cms"
+    tput[$name]=$(awk -v a="${tput[$name]:-0}" -v b="$g" 'BEGIN{print (b > a) ? b : a}')
+    pgb[$name]+="$pms "; sgb[$name]+="$sms "; cgb[$name]+="$cms "
   done
 done
-printf '  direct %.2f, docker-proxy %.2f, berth-proxy %.2f Gbit/s\n' "${tput[direct]}" "${tput[docker-proxy]}" "${tput[berth-proxy]}"
+# The CPU ceiling: the rate the per-GB costs allow on this machine if nothing else ran — each
+# single-threaded program at most one core, all of them together at most nproc cores.
+ncpu=$(nproc)
+for name in "${names[@]}"; do
+  pm=$(mean <<<"${pgb[$name]}"); sm=$(mean <<<"${sgb[$name]}"); cm=$(mean <<<"${cgb[$name]}")
+  ceiling[$name]=$(awk -v p="$pm" -v s="$sm" -v c="$cm" -v n="$ncpu" 'BEGIN{
+    m = (p + s + c) / n; if (p > m) m = p; if (s > m) m = s; if (c > m) m = c; printf "%.1f", 8000 / m }')
+  pgbm[$name]=$pm
+  printf '  %-13s best %6.2f Gbit/s   CPU ms/GB (mean): proxy %4.0f  server %4.0f  client %4.0f   CPU ceiling %5.1f Gbit/s\n' \
+    "$name" "${tput[$name]}" "$pm" "$sm" "$cm" "${ceiling[$name]}"
+done
 echo "  berth/direct $(ratio "${tput[berth-proxy]}" "${tput[direct]}")  berth/docker-proxy $(ratio "${tput[berth-proxy]}" "${tput[docker-proxy]}")"
+echo "  proxy CPU per GB berth/docker-proxy $(ratio "${pgbm[berth-proxy]}" "${pgbm[docker-proxy]}")   CPU ceilings berth/direct $(ratio "${ceiling[berth-proxy]}" "${ceiling[direct]}")"
+if [ -n "${tput[haproxy]:-}" ]; then
+  echo "  haproxy/direct $(ratio "${tput[haproxy]}" "${tput[direct]}")  haproxy/docker-proxy $(ratio "${tput[haproxy]}" "${tput[docker-proxy]}")"
+fi
 
-echo "== connections: ${CONNS}x connect, 64-byte request/response, close; 1 client =="
-declare -A rate
-for path in direct:15300 docker-proxy:18081 berth-proxy:18091; do
-  name=${path%%:*}; port=${path##*:}
-  out=$("$LOAD" rate 127.0.0.1:"$port" "$CONNS" 64)
-  rate[$name]=$(awk '{print $2}' <<<"$out")
-  printf '  %-13s %s\n' "$name" "$out"
+echo "== connections: ${CONNS}x connect, 64-byte request/response, close; 1 client; ${CROUNDS} rounds interleaved, medians =="
+echo "   (CPU µs per connection: the proxy's, the echo server's, the client's own from getrusage)"
+declare -A rates p50s pcpu scpu ccpu rate
+for r in $(seq "$CROUNDS"); do
+  for path in "${paths_conn[@]}"; do
+    IFS=: read -r name port ppid <<<"$path"
+    p0=$(ticks "$ppid"); s0=$(ticks "$echo_srv")
+    out=$("$LOAD" rate 127.0.0.1:"$port" "$CONNS" 64)
+    p1=$(ticks "$ppid"); s1=$(ticks "$echo_srv")
+    pc=$(awk -v d=$((p1 - p0)) -v t="$TCK" -v n="$CONNS" 'BEGIN{printf "%.1f", d / t * 1e6 / n}')
+    sc=$(awk -v d=$((s1 - s0)) -v t="$TCK" -v n="$CONNS" 'BEGIN{printf "%.1f", d / t * 1e6 / n}')
+    read -r _ rt _ p50 _ _ _ cc <<<"$out"
+    rates[$name]+="$rt "; p50s[$name]+="$p50 "; pcpu[$name]+="$pc "; scpu[$name]+="$sc "; ccpu[$name]+="$cc "
+    printf '  round %s %-13s %s   proxy %s µs   echo %s µs\n' "$r" "$name" "$out" "$pc" "$sc"
+  done
+done
+for name in "${names[@]}"; do
+  rate[$name]=$(median <<<"${rates[$name]}")
+  printf '  %-13s %6s conn/s   p50 %4s µs   CPU µs/conn: proxy %5s  echo %5s  client %5s\n' "$name" "${rate[$name]}" \
+    "$(median <<<"${p50s[$name]}")" "$(median <<<"${pcpu[$name]}")" "$(median <<<"${scpu[$name]}")" "$(median <<<"${ccpu[$name]}")"
 done
 echo "  berth/direct $(ratio "${rate[berth-proxy]}" "${rate[direct]}")  berth/docker-proxy $(ratio "${rate[berth-proxy]}" "${rate[docker-proxy]}")"
+if [ -n "${rate[haproxy]:-}" ]; then
+  echo "  haproxy/docker-proxy $(ratio "${rate[haproxy]}" "${rate[docker-proxy]}")  berth/haproxy $(ratio "${rate[berth-proxy]}" "${rate[haproxy]}")"
+fi
 
 echo "== memory: fresh proxies, RSS idle, with ${IDLE} idle connections, after they close =="
 mem() { # name pid port
