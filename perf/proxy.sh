@@ -9,7 +9,8 @@
 # (apt-get install haproxy; HAPROXY=path to choose one), runs beside them as a reference.
 # Knobs: SECS (iperf3 seconds, 10), ROUNDS (iperf3 runs per path, best kept, 2),
 #        CONNS (connect/request/close count per round, 2000), CROUNDS (rounds of those per
-#        path, interleaved, median kept, 3), IDLE (idle connections held, 1000).
+#        path, interleaved, median kept, 3), ONE_SECS (iperf3 seconds on one core, 5),
+#        IDLE (idle connections held, 1000).
 #
 # Besides rates it prints CPU time (utime + stime, from /proc or getrusage) per GB and per
 # connection for the proxy and for the endpoints: on a shared machine that moves far less than
@@ -26,6 +27,7 @@ SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-2}
 CONNS=${CONNS:-2000}
 CROUNDS=${CROUNDS:-3}
+ONE_SECS=${ONE_SECS:-5}
 IDLE=${IDLE:-1000}
 
 for b in "$BP" "$LOAD" "$DP" "$(command -v iperf3)" "$(command -v jq)"; do
@@ -165,6 +167,51 @@ echo "  berth/direct $(ratio "${rate[berth-proxy]}" "${rate[direct]}")  berth/do
 if [ -n "${rate[haproxy]:-}" ]; then
   echo "  haproxy/docker-proxy $(ratio "${rate[haproxy]}" "${rate[docker-proxy]}")  berth/haproxy $(ratio "${rate[berth-proxy]}" "${rate[haproxy]}")"
 fi
+
+# One core: every program of each path confined to CPU 0 (fresh proxies started there, so Go
+# and HAProxy size themselves for it). Nothing runs in parallel, so a rate here is the inverse of
+# the whole path's CPU cost — proxy, endpoints, the kernel's loopback work and the switches
+# between them — without the per-process accounting (which splits the loopback softirq work
+# between sender and receiver by timing) and with little of the neighbours' noise.
+echo "== one core: each path's programs on CPU 0; iperf3 ${ONE_SECS} s and ${CONNS} connections, ${CROUNDS} rounds, medians =="
+pin0() { taskset -apc 0 "$1" >/dev/null; }
+pin0 "$iperf_srv"; pin0 "$echo_srv"
+start taskset -c 0 "$DP" -proto tcp -host-ip 127.0.0.1 -host-port 18083 -container-ip 127.0.0.1 -container-port 15201 3>"$tmp/sig-dp4" 2>/dev/null
+start taskset -c 0 "$DP" -proto tcp -host-ip 127.0.0.1 -host-port 18084 -container-ip 127.0.0.1 -container-port 15300 3>"$tmp/sig-dp5" 2>/dev/null
+start taskset -c 0 "$BP" serve --map tcp,127.0.0.1:18098,127.0.0.1:15201 --map tcp,127.0.0.1:18099,127.0.0.1:15300 2>>"$tmp/bp.log"
+one_t=(direct:15201 docker-proxy:18083 berth-proxy:18098)
+one_c=(direct:15300 docker-proxy:18084 berth-proxy:18099)
+wait_port 18083; wait_port 18084; wait_port 18098; wait_port 18099
+if [ -n "${hp:-}" ]; then
+  sed -e 's/18070/18072/; s/18071/18073/' "$tmp/haproxy.cfg" >"$tmp/haproxy1.cfg"
+  start taskset -c 0 "$HAPROXY" -f "$tmp/haproxy1.cfg" -db >>"$tmp/haproxy.log" 2>&1
+  wait_port 18072; wait_port 18073
+  one_t+=(haproxy:18072); one_c+=(haproxy:18073)
+fi
+declare -A one_g one_r
+for r in $(seq "$CROUNDS"); do
+  for path in "${one_t[@]}"; do
+    g=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "${path##*:}" -t "$ONE_SECS" -J | jq '.end.sum_received.bits_per_second / 1e9')
+    one_g[${path%%:*}]+="$g "
+  done
+  for path in "${one_c[@]}"; do
+    out=$(taskset -c 0 "$LOAD" rate 127.0.0.1:"${path##*:}" "$CONNS" 64)
+    one_r[${path%%:*}]+="$(awk '{print $2}' <<<"$out") "
+  done
+done
+declare -A og or
+for name in "${names[@]}"; do
+  og[$name]=$(median <<<"${one_g[$name]}"); or[$name]=$(median <<<"${one_r[$name]}")
+  printf '  %-13s %6.2f Gbit/s = %4.0f ms CPU/GB   %6s conn/s = %4.0f µs CPU/connection   (rounds: %s| %s)\n' "$name" \
+    "${og[$name]}" "$(awk -v g="${og[$name]}" 'BEGIN{print 8000 / g}')" "${or[$name]}" \
+    "$(awk -v r="${or[$name]}" 'BEGIN{print 1e6 / r}')" "${one_g[$name]}" "${one_r[$name]}"
+done
+echo "  throughput berth/direct $(ratio "${og[berth-proxy]}" "${og[direct]}")  berth/docker-proxy $(ratio "${og[berth-proxy]}" "${og[docker-proxy]}")"
+echo "  connections berth/direct $(ratio "${or[berth-proxy]}" "${or[direct]}")  berth/docker-proxy $(ratio "${or[berth-proxy]}" "${or[docker-proxy]}")"
+if [ -n "${og[haproxy]:-}" ]; then
+  echo "  haproxy: throughput /docker-proxy $(ratio "${og[haproxy]}" "${og[docker-proxy]}"), connections /docker-proxy $(ratio "${or[haproxy]}" "${or[docker-proxy]}")"
+fi
+taskset -apc "0-$(($(nproc) - 1))" "$iperf_srv" >/dev/null; taskset -apc "0-$(($(nproc) - 1))" "$echo_srv" >/dev/null
 
 echo "== memory: fresh proxies, RSS idle, with ${IDLE} idle connections, after they close =="
 mem() { # name pid port
