@@ -7,9 +7,11 @@
 //! the kernel runs a blocking splice on an io-wq worker thread: 10,000 idle connections would
 //! park 20,000 kernel threads.
 //!
-//! Everything closed during one batch of completions is kept in a graveyard until the next
-//! submit, so no queued request can name a descriptor number that was reused in between; the
-//! connections' sockets are then closed by ring requests that go out with the submit after.
+//! A connection's sockets are closed by ring requests queued behind everything else that names
+//! them (the ring issues a submission in order), so the number cannot be reused while a queued
+//! request still names it, and closing costs no syscall of its own. Other descriptors (listeners,
+//! control and UDP sockets), and the backend addresses queued connects point into, are kept in a
+//! graveyard until the next submit has handed every request to the kernel.
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,7 +52,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            pipe_size: 1024 * 1024,
+            pipe_size: 128 * 1024,
             max_pipes: 256,
             udp_idle: Duration::from_secs(90),
             udp_max_flows: 4096,
@@ -163,8 +165,9 @@ pub struct Engine {
     pub(crate) pipes: PipePool,
     pub(crate) scratch: Vec<u8>,
     signal: OwnedFd,
-    /// Closed during this batch; dropped after the next submit.
-    pub(crate) grave_conns: Vec<Conn>,
+    /// Dropped after the next submit: a queued connect may point into an address, a queued
+    /// request may name a descriptor.
+    pub(crate) grave_addrs: Vec<Rc<SockAddr>>,
     pub(crate) grave_fds: Vec<OwnedFd>,
     next_id: u64,
     /// Seconds since start, advanced by the tick.
@@ -198,7 +201,7 @@ impl Engine {
             ctl: None,
             ctl_conns: Slab::default(),
             signal,
-            grave_conns: Vec::new(),
+            grave_addrs: Vec::new(),
             grave_fds: Vec::new(),
             next_id: 1,
             now: 0,
@@ -475,14 +478,8 @@ impl Engine {
             }
             batch.clear();
             self.reactor.wait(&mut batch).map_err(EngineError::Wait)?;
-            // Everything queued has been handed to the kernel: closing is safe now.
-            for c in self.grave_conns.drain(..) {
-                for fd in c.into_fds() {
-                    self.reactor.push(Req::Close { fd });
-                }
-            }
-            // Listeners, control and UDP sockets close at once: a removed mapping's port must
-            // be closed by the time its removal has been answered.
+            // Everything queued has been handed to the kernel: dropping is safe now.
+            self.grave_addrs.clear();
             self.grave_fds.clear();
             for &(ud, res, flags) in &batch {
                 self.dispatch(ud, res, flags);

@@ -35,8 +35,9 @@ pub(crate) enum Req {
     Cancel { target: u64, ud: u64 },
     /// Complete with -ETIME after one second.
     Tick { ud: u64 },
-    /// close(2) the descriptor, which the caller gives up. Completes only on failure (user
-    /// data 0): a ring close saves the syscall per descriptor when connections churn.
+    /// close(2) the descriptor, which the caller gives up, after every request queued before
+    /// it has been issued. Completes only on failure (user data 0). A ring close saves the
+    /// syscall per descriptor when connections churn.
     Close { fd: OwnedFd },
 }
 

@@ -81,9 +81,9 @@ impl Conn {
         }
     }
 
-    /// The two sockets, to close once no queued request can name them.
-    pub fn into_fds(self) -> [OwnedFd; 2] {
-        self.fds
+    /// The two sockets and the backend address, for closing.
+    pub fn into_parts(self) -> ([OwnedFd; 2], Rc<SockAddr>) {
+        (self.fds, self.backend)
     }
 
     pub fn finished(&self) -> bool {
@@ -419,7 +419,11 @@ impl Engine {
         if let Some(k) = self.counters(c.mapping) {
             k.active -= 1;
         }
-        self.grave_conns.push(c);
+        let (fds, backend) = c.into_parts();
+        for fd in fds {
+            self.push(Req::Close { fd });
+        }
+        self.grave_addrs.push(backend);
     }
 }
 
