@@ -191,7 +191,7 @@ fi
 declare -A one_g one_r
 for r in $(seq "$CROUNDS"); do
   for path in "${one_t[@]}"; do
-    g=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "${path##*:}" -t "$ONE_SECS" -J | jq '.end.sum_received.bits_per_second / 1e9')
+    g=$(taskset -c 0 iperf3 -c 127.0.0.1 -p "${path##*:}" -t "$ONE_SECS" -J | jq '.end.sum_received.bits_per_second / 1e7 | round / 100')
     one_g[${path%%:*}]+="$g "
   done
   for path in "${one_c[@]}"; do
