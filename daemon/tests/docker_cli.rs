@@ -891,7 +891,7 @@ fn network_namespaces_have_loopback_up() {
         "busybox",
         "sh",
         "-c",
-        "nc -l -p 7000 > /tmp/got & sleep 0.3; echo hello | nc -w 5 127.0.0.1 7000; wait; cat /tmp/got",
+        "nc -l -p 7000 > /tmp/got & i=0; until echo hello | nc -w 5 127.0.0.1 7000 2>/dev/null; do i=$((i+1)); [ $i -gt 100 ] && exit 9; sleep 0.05; done; wait; cat /tmp/got",
     ]);
     assert_eq!(out, "hello\n");
 }
