@@ -45,7 +45,7 @@ pub const EXIT_FILE: &str = "exit.json";
 /// Longest request line accepted; a longer one closes the connection.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
 /// Output an attached client may fall behind by before the shim drops it.
-pub const ATTACH_BUFFER_LIMIT: usize = 1024 * 1024;
+pub const ATTACH_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
 /// Stream numbers in attach frame headers (Docker's).
 pub const STREAM_STDOUT: u8 = 1;
 pub const STREAM_STDERR: u8 = 2;
