@@ -103,6 +103,10 @@ impl Conn {
         if self.pending() == 0 {
             self.out.clear();
             self.out_pos = 0;
+            if self.out.capacity() > 256 * 1024 {
+                // A burst is over: its buffer goes back, as in flush.
+                self.out = Vec::new();
+            }
         } else if self.out_pos >= self.out.len() / 2 {
             // Keep the buffer from growing by what was already sent.
             self.out.drain(..self.out_pos);
