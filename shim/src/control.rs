@@ -78,17 +78,39 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
-    /// Queue `parts` (written at once when nothing is queued). Err: the client is gone.
+    /// Write what is queued and then `parts`, as far as the socket takes them now, and queue
+    /// the rest. Err: the client is gone.
+    ///
+    /// The socket is offered the queue too, not only when it is empty: a reader that keeps up
+    /// on another core then never builds a queue, however many reads one wake-up relays
+    /// (before, a queue waited for the next POLLOUT, and a burst of a full pipe dropped a
+    /// reader that was keeping up).
     pub fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        let mut skip = 0;
+        let queued = self.pending();
+        let mut iov: [&[u8]; 4] = [&[]; 4];
+        iov[0] = &self.out[self.out_pos..];
+        debug_assert!(parts.len() <= 3, "at most three parts per send");
+        let n = parts.len().min(3);
+        iov[1..=n].copy_from_slice(&parts[..n]);
+        let mut skip = match sys::writev(self.fd.as_raw_fd(), &iov[..=n]) {
+            Ok(w) => w,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        let from_queue = skip.min(queued);
+        self.out_pos += from_queue;
+        skip -= from_queue;
         if self.pending() == 0 {
             self.out.clear();
             self.out_pos = 0;
-            skip = match sys::writev(self.fd.as_raw_fd(), parts) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
+            if self.out.capacity() > 256 * 1024 {
+                // A burst is over: its buffer goes back, as in flush.
+                self.out = Vec::new();
+            }
+        } else if self.out_pos >= self.out.len() / 2 {
+            // Keep the buffer from growing by what was already sent.
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
         }
         for p in parts {
             if skip >= p.len() {

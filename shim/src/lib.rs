@@ -7,6 +7,7 @@
 
 pub mod attach;
 pub mod control;
+pub mod escape;
 pub mod exec;
 pub mod logfile;
 pub mod logread;

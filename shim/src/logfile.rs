@@ -26,6 +26,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::escape::escape_into;
+
 /// Longest `log` text of one entry (Docker's 16 KiB).
 pub const MAX_LINE: usize = 16 * 1024;
 /// The encode buffer is written out once it holds this much.
@@ -109,7 +111,14 @@ pub struct LogWriter {
     /// The unfinished line of each stream (at most MAX_LINE bytes).
     carry: [Vec<u8>; 2],
     stamp: Stamp,
+    /// What follows an entry's text: `","stream":"…","time":"…"}` and the newline, for the
+    /// stream and time of the current feed (built once per feed, not per entry).
+    tail: [u8; TAIL_MAX],
+    tail_len: usize,
 }
+
+/// `","stream":"stdout","time":"` + 30 bytes of time + `"}\n`.
+const TAIL_MAX: usize = 64;
 
 fn open_log(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -142,6 +151,8 @@ impl LogWriter {
                 text: [0; 30],
                 len: 0,
             },
+            tail: [0; TAIL_MAX],
+            tail_len: 0,
         })
     }
 
@@ -151,8 +162,7 @@ impl LogWriter {
 
     /// Log bytes read from `stream` now: complete lines become entries, the rest waits.
     pub fn feed(&mut self, stream: Stream, mut data: &[u8]) -> Result<(), LogError> {
-        let (sec, nsec) = crate::sys::realtime();
-        self.stamp.set(sec, nsec);
+        self.stamp_now(stream);
         let s = stream as usize;
         if !self.carry[s].is_empty() {
             // Finish the line begun in an earlier read.
@@ -206,10 +216,27 @@ impl LogWriter {
         if self.carry[s].is_empty() {
             return Ok(());
         }
-        let (sec, nsec) = crate::sys::realtime();
-        self.stamp.set(sec, nsec);
+        self.stamp_now(stream);
         let line = std::mem::take(&mut self.carry[s]);
         self.entry(stream, &line, false)
+    }
+
+    /// The time of the entries about to be built, and their tail for `stream`.
+    fn stamp_now(&mut self, stream: Stream) {
+        let (sec, nsec) = crate::sys::realtime();
+        self.stamp.set(sec, nsec);
+        let mut n = 0;
+        for part in [
+            &b"\",\"stream\":\""[..],
+            stream.name().as_bytes(),
+            b"\",\"time\":\"",
+            self.stamp.as_bytes(),
+            b"\"}\n",
+        ] {
+            self.tail[n..n + part.len()].copy_from_slice(part);
+            n += part.len();
+        }
+        self.tail_len = n;
     }
 
     fn entry(&mut self, stream: Stream, text: &[u8], newline: bool) -> Result<(), LogError> {
@@ -229,11 +256,9 @@ impl LogWriter {
         if newline {
             self.buf.extend_from_slice(b"\\n");
         }
-        self.buf.extend_from_slice(b"\",\"stream\":\"");
-        self.buf.extend_from_slice(stream.name().as_bytes());
-        self.buf.extend_from_slice(b"\",\"time\":\"");
-        self.buf.extend_from_slice(self.stamp.as_bytes());
-        self.buf.extend_from_slice(b"\"}\n");
+        // The tail was built for this stream by the feed or end that called us.
+        debug_assert!(self.tail[12..self.tail_len].starts_with(stream.name().as_bytes()));
+        self.buf.extend_from_slice(&self.tail[..self.tail_len]);
         self.size += (self.buf.len() - before) as u64;
         Ok(())
     }
@@ -288,104 +313,9 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
     memchr::memchr(b'\n', b)
 }
 
-/// 1 for bytes dockerd's json-file escapes (or that start a UTF-8 sequence to check).
-static SPECIAL: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        if b < 0x20 || b >= 0x80 || b == b'"' || b == b'\\' || b == b'<' || b == b'>' || b == b'&' {
-            t[i] = 1;
-        }
-        i += 1;
-    }
-    t
-};
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// Append `s` JSON-escaped as dockerd's json-file does (without the surrounding quotes).
-pub fn escape_into(out: &mut Vec<u8>, s: &[u8]) {
-    let mut start = 0;
-    let mut i = 0;
-    while i < s.len() {
-        let b = s[i];
-        if SPECIAL[b as usize] == 0 {
-            i += 1;
-            continue;
-        }
-        if b < 0x80 {
-            out.extend_from_slice(&s[start..i]);
-            match b {
-                b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                _ => out.extend_from_slice(&[
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]),
-            }
-            i += 1;
-            start = i;
-            continue;
-        }
-        // Non-ASCII: decode one character as Go's utf8.DecodeRune would.
-        let len = match b {
-            0xC2..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF4 => 4,
-            _ => 0,
-        };
-        let valid = len > 0 && i + len <= s.len() && std::str::from_utf8(&s[i..i + len]).is_ok();
-        if !valid {
-            // Each invalid byte becomes one U+FFFD.
-            out.extend_from_slice(&s[start..i]);
-            out.extend_from_slice(b"\\ufffd");
-            i += 1;
-            start = i;
-        } else if b == 0xE2 && s[i + 1] == 0x80 && (s[i + 2] == 0xA8 || s[i + 2] == 0xA9) {
-            out.extend_from_slice(&s[start..i]);
-            out.extend_from_slice(b"\\u202");
-            out.push(HEX[(s[i + 2] & 15) as usize]);
-            i += 3;
-            start = i;
-        } else {
-            i += len;
-        }
-    }
-    out.extend_from_slice(&s[start..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn esc(s: &[u8]) -> String {
-        let mut v = Vec::new();
-        escape_into(&mut v, s);
-        String::from_utf8(v).unwrap()
-    }
-
-    #[test]
-    fn escapes_like_dockerd() {
-        assert_eq!(esc(b"plain text"), "plain text");
-        assert_eq!(esc(b"a\"b\\c"), r#"a\"b\\c"#);
-        assert_eq!(esc(b"\t\r\n\x01\x7f"), "\\u0009\\r\\n\\u0001\x7f");
-        assert_eq!(esc(b"<a&b>"), r"\u003ca\u0026b\u003e");
-        assert_eq!(
-            esc("h\u{e9}llo \u{1F600}".as_bytes()),
-            "h\u{e9}llo \u{1F600}"
-        );
-        assert_eq!(esc(b"a\xffb"), r"a\ufffdb");
-        assert_eq!(esc(b"a\xe2\x82"), r"a\ufffd\ufffd");
-        assert_eq!(esc(b"\xe2\x82A"), r"\ufffd\ufffdA");
-        assert_eq!(esc("x\u{2028}y\u{2029}".as_bytes()), r"x\u2028y\u2029");
-        assert_eq!(esc("\u{e9}\"\u{e9}".as_bytes()), "\u{e9}\\\"\u{e9}");
-    }
 
     #[test]
     fn finds_newlines_at_every_offset() {

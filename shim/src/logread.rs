@@ -37,11 +37,16 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
 }
 
 /// Write the text of every entry whose stream is in `want` to `out`, in order.
+///
+/// Entries in the shim's own shape are decoded straight from the read buffer into the output
+/// buffer in one pass (the scan for the end of `log` also finds the line's end, since a JSON
+/// string holds no raw newline); any other line is cut at its newline and goes through
+/// [`decode_line`].
 pub fn copy_log(path: &Path, want: &[Stream], out: &mut impl Write) -> Result<u64, ReadLogError> {
     let mut total = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut text = Vec::with_capacity(64 * 1024);
-    let mut outbuf = Vec::with_capacity(1 << 20);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut text = Vec::new();
+    let mut outbuf = Vec::with_capacity(OUT_CHUNK + READ_CHUNK);
     for f in files(path) {
         let mut file = match File::open(&f) {
             Ok(file) => file,
@@ -59,27 +64,46 @@ pub fn copy_log(path: &Path, want: &[Stream], out: &mut impl Write) -> Result<u6
                 })?;
             have += n;
             let mut pos = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &buf[pos..have]) {
+            // Bounded by the buffer: every pass consumes one line or leaves the loop.
+            while pos < have {
+                let start = outbuf.len();
+                if let Some((stream, used)) = fast_entry(&buf[pos..have], false, &mut outbuf) {
+                    line_no += 1;
+                    pos += used;
+                    if want.contains(&stream) {
+                        total += (outbuf.len() - start) as u64;
+                    } else {
+                        outbuf.truncate(start);
+                    }
+                    continue;
+                }
+                outbuf.truncate(start);
+                let Some(nl) = memchr::memchr(b'\n', &buf[pos..have]) else {
+                    break;
+                };
                 line_no += 1;
-                let line = &buf[pos..pos + nl];
-                pos += nl + 1;
                 text.clear();
-                let stream = decode_line(line, &mut text).ok_or(ReadLogError::Format {
-                    path: f.clone(),
-                    line: line_no,
+                let stream = decode_line(&buf[pos..pos + nl], &mut text).ok_or_else(|| {
+                    ReadLogError::Format {
+                        path: f.clone(),
+                        line: line_no,
+                    }
                 })?;
+                pos += nl + 1;
                 if want.contains(&stream) {
                     outbuf.extend_from_slice(&text);
                     total += text.len() as u64;
                 }
             }
-            if outbuf.len() >= 512 * 1024 {
+            if outbuf.len() >= OUT_CHUNK {
                 out.write_all(&outbuf).map_err(ReadLogError::Output)?;
                 outbuf.clear();
             }
             buf.copy_within(pos..have, 0);
             have -= pos;
             if n == 0 {
+                // What is left has no newline: an entry the shim is writing right now (the
+                // log of a running container is read while it grows); it is not shown yet.
                 break;
             }
             if have == buf.len() {
@@ -92,12 +116,18 @@ pub fn copy_log(path: &Path, want: &[Stream], out: &mut impl Write) -> Result<u6
     Ok(total)
 }
 
+/// Bytes read from a log file at a time.
+const READ_CHUNK: usize = 1 << 20;
+/// Text gathered before a write to the output.
+const OUT_CHUNK: usize = 512 * 1024;
+
 /// Decode one json-file line into its `log` text; returns its stream.
 pub fn decode_line(line: &[u8], text: &mut Vec<u8>) -> Option<Stream> {
-    if let Some(s) = fast_decode(line, text) {
+    let start = text.len();
+    if let Some((s, _)) = fast_entry(line, true, text) {
         return Some(s);
     }
-    text.clear();
+    text.truncate(start);
     #[derive(serde::Deserialize)]
     struct Entry {
         #[serde(default)]
@@ -121,15 +151,25 @@ fn hex4(b: &[u8]) -> Option<u32> {
     Some(v)
 }
 
-/// The shim's own entry shape: `{"log":"…","stream":"stdout|stderr",…}`.
-fn fast_decode(line: &[u8], text: &mut Vec<u8>) -> Option<Stream> {
-    let mut s = line.strip_prefix(b"{\"log\":\"")?;
+/// An entry in the shim's own shape, `{"log":"…","stream":"stdout|stderr",…}`, at the start
+/// of `s` (`one_line`: `s` is exactly one line, without its newline): its text is appended to
+/// `text`; returns its stream and the bytes it takes, up to and including its newline (all of
+/// `s` for `one_line`). None for any other shape, or when `s` ends before the entry does;
+/// `text` may then hold a part, which the caller drops.
+fn fast_entry(s: &[u8], one_line: bool, text: &mut Vec<u8>) -> Option<(Stream, usize)> {
+    let len = s.len();
+    let mut s = s.strip_prefix(b"{\"log\":\"")?;
     loop {
-        let i = memchr::memchr2(b'"', b'\\', s)?;
+        let i = memchr::memchr3(b'"', b'\\', b'\n', s)?;
         text.extend_from_slice(&s[..i]);
-        if s[i] == b'"' {
-            s = &s[i + 1..];
-            break;
+        match s[i] {
+            b'"' => {
+                s = &s[i + 1..];
+                break;
+            }
+            // A raw newline inside the string: not JSON; the slow path says so.
+            b'\n' => return None,
+            _ => {}
         }
         let esc = *s.get(i + 1)?;
         s = &s[i + 2..];
@@ -156,13 +196,19 @@ fn fast_decode(line: &[u8], text: &mut Vec<u8>) -> Option<Stream> {
         }
     }
     let s = s.strip_prefix(b",\"stream\":\"")?;
-    if s.starts_with(b"stdout\"") {
-        Some(Stream::Stdout)
+    let stream = if s.starts_with(b"stdout\"") {
+        Stream::Stdout
     } else if s.starts_with(b"stderr\"") {
-        Some(Stream::Stderr)
+        Stream::Stderr
     } else {
-        None
+        return None;
+    };
+    if one_line {
+        return Some((stream, len));
     }
+    let rest = &s[7..];
+    let nl = memchr::memchr(b'\n', rest)?;
+    Some((stream, len - rest.len() + nl + 1))
 }
 
 #[cfg(test)]
@@ -219,5 +265,56 @@ mod tests {
         assert_eq!(t, b"x\n");
         t.clear();
         assert_eq!(decode_line(b"not json", &mut t), None);
+    }
+
+    #[test]
+    fn entries_across_read_chunks_mixed_shapes_and_an_unfinished_last_line() {
+        // Over three read chunks of entries of every length 0..300, every tenth in dockerd's
+        // other key order, so entries straddle the chunk edges in every shape; serde_json
+        // writes the reference.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        let mut file = Vec::new();
+        let mut want = Vec::new();
+        let mut k = 0usize;
+        while file.len() < 3 * READ_CHUNK + 1000 {
+            let t: String = (0..k % 300)
+                .map(|j| (b'a' + (j % 26) as u8) as char)
+                .collect();
+            let t = format!("{t}\"\u{e9}<\n");
+            let stream = if k % 7 == 0 { "stderr" } else { "stdout" };
+            let v = serde_json::json!(t).to_string();
+            let line = if k % 10 == 0 {
+                format!(r#"{{"stream":"{stream}","log":{v},"time":"2026-01-01T00:00:00Z"}}"#)
+            } else {
+                format!(r#"{{"log":{v},"stream":"{stream}","time":"2026-01-01T00:00:00Z"}}"#)
+            };
+            file.extend_from_slice(line.as_bytes());
+            file.push(b'\n');
+            if stream == "stdout" {
+                want.extend_from_slice(t.as_bytes());
+            }
+            k += 1;
+        }
+        // Half an entry, as a reader may see while the shim appends: left out.
+        file.extend_from_slice(br#"{"log":"being written","stre"#);
+        std::fs::write(&p, &file).unwrap();
+        let mut got = Vec::new();
+        let n = copy_log(&p, &[Stream::Stdout], &mut got).unwrap();
+        assert_eq!(n as usize, got.len());
+        assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+    }
+
+    #[test]
+    fn a_bad_line_is_reported_by_number() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.log");
+        std::fs::write(
+            &p,
+            "{\"log\":\"a\\n\",\"stream\":\"stdout\",\"time\":\"x\"}\n{\"log\":\"raw\nnewline\",\"stream\":\"stdout\"}\n",
+        )
+        .unwrap();
+        let e = copy_log(&p, &[Stream::Stdout], &mut Vec::new()).unwrap_err();
+        assert!(matches!(e, ReadLogError::Format { line: 2, .. }), "{e}");
     }
 }

@@ -83,6 +83,8 @@ pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) const READ_BUF: usize = 128 * 1024;
 /// Reads per readiness event before other sources get their turn.
 pub(crate) const READS_PER_WAKE: usize = 16;
+/// Send buffer asked for a socket attached to the container's output.
+const ATTACH_SOCKET_BUFFER: usize = 1 << 20;
 /// Pipe size asked for the container's stdout (fewer wake-ups under heavy output).
 const STDOUT_PIPE: usize = 1 << 20;
 
@@ -903,6 +905,11 @@ impl Shim {
             } => {
                 if self.exit.is_some() {
                     return err("container is not running");
+                }
+                if let Some(c) = &self.conns[slot] {
+                    // Room in the kernel as well as in our queue (ATTACH_BUFFER_LIMIT) before a
+                    // reader is dropped; used only while the reader is behind.
+                    let _ = sys::set_send_buffer(c.fd.as_fd(), ATTACH_SOCKET_BUFFER);
                 }
                 self.set_mode(
                     slot,

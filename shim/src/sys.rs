@@ -294,3 +294,24 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: ends the process; nothing after it runs.
     unsafe { libc::_exit(code) }
 }
+
+/// Ask for a socket send buffer of `bytes` (SO_SNDBUFFORCE, which root may set past
+/// net.core.wmem_max; SO_SNDBUF capped at it otherwise). The kernel doubles the figure for its
+/// bookkeeping, as socket(7) says.
+pub fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    let set = |opt| {
+        // SAFETY: v is a live c_int and its size is passed with it.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+    };
+    set(libc::SO_SNDBUFFORCE).or_else(|_| set(libc::SO_SNDBUF))?;
+    Ok(())
+}
