@@ -203,6 +203,13 @@ perf_crun_usable() {
 			perf_log ">>> binding hugetlb to a v1 hierarchy at $dir for this benchmark only"
 			perf_log ">>> (mount -t cgroup -o hugetlb); it is unmounted again at exit"
 			mkdir "$dir"
+			# A controller enabled for cgroup2's children (runtimes enable it to set limits)
+			# cannot move: disable it for the run; perf_unbind_hugetlb enables it again.
+			PERF_HUGETLB_SUBTREE=0
+			if grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null &&
+				echo -hugetlb >/sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null; then
+				PERF_HUGETLB_SUBTREE=1
+			fi
 			if err2=$(mount -t cgroup -o hugetlb cgroup "$dir" 2>&1); then
 				PERF_HUGETLB_BOUND=1
 				if ! err=$("$@" 2>&1 >/dev/null </dev/null); then
@@ -248,6 +255,9 @@ perf_unbind_hugetlb() {
 		sleep 0.5
 	done
 	if grep -qw hugetlb "$ctrls" 2>/dev/null; then
+		if ((${PERF_HUGETLB_SUBTREE:-0})); then
+			echo +hugetlb >/sys/fs/cgroup/unified/cgroup.subtree_control 2>/dev/null || true
+		fi
 		perf_log "cgroups: hugetlb unbound from v1 and back in cgroup2 (layout restored)"
 	else
 		# /proc/cgroups: subsys_name hierarchy num_cgroups enabled
