@@ -289,6 +289,7 @@ async fn monitor(d: Arc<Daemon>, c: Arc<Ctr>) {
 
 /// Records an exit, lets waiters go, and applies `--rm` or the restart policy.
 async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
+    crate::log::debug(format_args!("container {} exited", &c.id[..12]));
     let sd = d.paths(&c.id).shim;
     // `--rm`: the shim is shut down with the rest of the files, after the waiters are
     // released.
@@ -543,6 +544,7 @@ async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
     c.rec().state.status = Status::Removing;
     let _ = d.save_state(c);
     unregister(d, c);
+    crate::log::debug(format_args!("container {} removed", &c.id[..12]));
     drop(op);
     if let Err(e) = remove_files(d, c, true).await {
         crate::log::warn(format_args!("removing {}: {}", &c.id[..12], e.message));
