@@ -21,6 +21,8 @@ pub struct Daemon {
     pub exec: Mutex<crate::exec::Sessions>,
     /// Network namespaces made ahead of container starts.
     pub netns: crate::netns::Pool,
+    /// A berth-shim started ahead of the next container's start.
+    pub shims: Arc<crate::container::shim::Pool>,
     pub started: SystemTime,
     pub id: String,
 }
@@ -56,6 +58,7 @@ impl Daemon {
             events: Events::default(),
             exec: Mutex::new(crate::exec::Sessions::default()),
             netns: crate::netns::Pool::start().context("starting the network namespace pool")?,
+            shims: Arc::default(),
             started: SystemTime::now(),
             id,
         }))

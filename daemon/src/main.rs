@@ -103,6 +103,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let hosts = cfg.hosts.clone();
         let daemon = berthd::daemon::Daemon::open(cfg)?;
         daemon.restore().await.context("restoring containers")?;
+        daemon.shims.refill(&daemon.cfg.shim);
         for l in listeners {
             tokio::spawn(berthd::server::serve(daemon.clone(), l));
         }

@@ -14,6 +14,8 @@ use berth_shim::{Config, Shim};
 
 const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime-root DIR] \
 [--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--epoll]
+       berth-shim --standby   (detach at once, then read the arguments above from stdin, each ended by
+                               NUL, the list by an empty one; answer \"ok\" or the error on stdout, NUL-ended)
        berth-shim --read-log FILE   (the log's text, rotated files first, as `docker logs` shows it)";
 
 fn parse(args: &[String]) -> Result<Config, String> {
@@ -81,6 +83,9 @@ fn main() {
     if args.len() == 2 && args[0] == "--read-log" {
         std::process::exit(read_log(&args[1]));
     }
+    if args.len() == 1 && args[0] == "--standby" {
+        std::process::exit(standby());
+    }
     let cfg = match parse(&args) {
         Ok(c) => c,
         Err(m) => {
@@ -138,6 +143,60 @@ fn main() {
                 }
             );
             std::process::exit(1);
+        }
+    }
+}
+
+/// A shim started ahead of need: it detaches at once (the launching process exits, so whoever
+/// started it reaps that and never waits on the container), then waits on stdin for its
+/// arguments. Exec, dynamic loading and the fork are paid before anyone asks for a
+/// container; the launcher's end of the pipe closing (EOF before any argument) ends it.
+/// Its command line keeps saying `--standby`; the container it serves is in its state dir.
+fn standby() -> i32 {
+    // SAFETY: single-threaded here; the parent only exits.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("berth-shim: fork: {}", std::io::Error::last_os_error());
+            return 1;
+        }
+        0 => {}
+        _ => return 0,
+    }
+    let mut input = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => {
+                input.extend_from_slice(&buf[..n]);
+                if input.ends_with(b"\0\0") || input == b"\0" {
+                    break;
+                }
+            }
+        }
+    }
+    drop(stdin);
+    let t0 = std::time::Instant::now();
+    let args: Vec<String> = input
+        .split(|&b| b == 0)
+        .take_while(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // SAFETY: dup(2) of our stdout; checked before the copy is owned here.
+    let fd = unsafe { libc::dup(1) };
+    if fd < 0 {
+        return 1;
+    }
+    // SAFETY: fd was just made by dup and is owned by nothing else.
+    let ready = unsafe { OwnedFd::from_raw_fd(fd) };
+    match parse(&args) {
+        Ok(cfg) => serve(cfg, ready, t0),
+        Err(m) => {
+            let mut f = std::fs::File::from(ready);
+            let _ = f.write_all(m.as_bytes());
+            let _ = f.write_all(b"\0");
+            2
         }
     }
 }

@@ -140,6 +140,7 @@ async fn prepare(
     lap(c, t0, "bundle written");
     let launched = shim::launch(
         &d.cfg,
+        &d.shims,
         &Launch {
             id: &c.id,
             bundle: &paths.bundle,
@@ -197,6 +198,13 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     }
     c.set_held(false);
     lap(c, t0, "started");
+    // The next container's shim, once this start has answered and its client is done with
+    // it: on two cores a shim's exec now would compete with this container's start.
+    let d2 = d.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        d2.shims.refill(&d2.cfg.shim);
+    });
     let pid = match shim::call(&paths.shim, &Request::State).await {
         Ok(Response::State(s)) => s.pid,
         _ => 0,

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use berth_shim::protocol::{ExecProcess, ExitInfo, Request, Response, State, Stats};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::config::Config;
@@ -24,51 +25,130 @@ pub struct Launch<'a> {
     pub stdin_once: bool,
 }
 
-/// Starts berth-shim, which creates and starts the container and detaches; returns when the
-/// container runs and the shim's socket answers, or with the shim's error text.
-pub async fn launch(cfg: &Config, l: &Launch<'_>) -> Result<(), String> {
+/// A berth-shim started ahead of need (`berth-shim --standby`): exec'd, loaded and detached,
+/// waiting on a pipe for its arguments. Taking one instead of starting a process takes the
+/// exec, the dynamic loading and the daemonizing fork off a container's start.
+pub struct Standby {
+    args: tokio::process::ChildStdin,
+    reply: tokio::process::ChildStdout,
+}
+
+/// One standby shim. It is replaced after the start that took it has answered, not while
+/// that start runs: on two cores the new shim's exec would compete with the container's.
+#[derive(Default)]
+pub struct Pool {
+    ready: std::sync::Mutex<Option<Standby>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Standby> {
+        self.ready.lock().unwrap().take()
+    }
+
+    /// Starts a standby shim for the next container unless one is waiting.
+    pub fn refill(self: &Arc<Pool>, shim: &Path) {
+        if self.ready.lock().unwrap().is_some() {
+            return;
+        }
+        match standby(shim) {
+            Ok(s) => {
+                let mut slot = self.ready.lock().unwrap();
+                if slot.is_none() {
+                    *slot = Some(s);
+                }
+            }
+            Err(e) => crate::log::debug(format_args!("standby shim: {e}")),
+        }
+    }
+}
+
+fn standby(shim: &Path) -> std::io::Result<Standby> {
+    let mut child = tokio::process::Command::new(shim)
+        .arg("--standby")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (args, reply) = (child.stdin.take(), child.stdout.take());
+    // The launching process exits at once, leaving the detached shim; reap it.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(Standby {
+        args: args.expect("piped"),
+        reply: reply.expect("piped"),
+    })
+}
+
+/// Has a berth-shim (the standby one, or a new one if none is ready) create the container and
+/// hold it; returns when the shim's socket answers, or with the shim's error text.
+pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
     std::fs::create_dir_all(l.state_dir)
         .map_err(|e| format!("creating {}: {e}", l.state_dir.display()))?;
-    let mut cmd = tokio::process::Command::new(&cfg.shim);
-    cmd.arg("--id")
-        .arg(l.id)
-        .arg("--bundle")
-        .arg(l.bundle)
-        .arg("--state-dir")
-        .arg(l.state_dir)
-        .arg("--runtime-root")
-        .arg(cfg.exec_root.join("runtime"))
-        .arg("--log")
-        .arg(l.log)
-        .arg("--log-max-size")
-        .arg(l.log_max_size.to_string())
-        .arg("--log-max-files")
-        .arg(l.log_max_file.to_string());
-    // Create only: the program starts on a `start` request, once attach clients are in.
-    cmd.arg("--hold");
+    let runtime_root = cfg.exec_root.join("runtime");
+    let (size, files) = (l.log_max_size.to_string(), l.log_max_file.to_string());
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--id".as_ref(),
+        l.id.as_ref(),
+        "--bundle".as_ref(),
+        l.bundle.as_os_str(),
+        "--state-dir".as_ref(),
+        l.state_dir.as_os_str(),
+        "--runtime-root".as_ref(),
+        runtime_root.as_os_str(),
+        "--log".as_ref(),
+        l.log.as_os_str(),
+        "--log-max-size".as_ref(),
+        size.as_ref(),
+        "--log-max-files".as_ref(),
+        files.as_ref(),
+        // Create only: the program starts on a `start` request, once attach clients are in.
+        "--hold".as_ref(),
+    ];
     if l.stdin {
-        cmd.arg("--stdin");
+        args.push("--stdin".as_ref());
     }
     if l.stdin_once {
-        cmd.arg("--stdin-once");
+        args.push("--stdin-once".as_ref());
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| format!("starting {}: {e}", cfg.shim.display()))?;
-    if !out.status.success() {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        let msg = msg.trim().trim_start_matches("berth-shim: ");
-        return Err(if msg.is_empty() {
-            format!("berth-shim exited with {}", out.status)
-        } else {
-            msg.to_string()
-        });
+    let mut msg = Vec::new();
+    for a in &args {
+        msg.extend_from_slice(a.as_bytes());
+        msg.push(0);
     }
-    Ok(())
+    msg.push(0);
+    let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
+    let mut sb = match pool.take() {
+        Some(s) => s,
+        None => standby(&cfg.shim).map_err(started)?,
+    };
+    if sb.args.write_all(&msg).await.is_err() {
+        // That standby shim is gone (killed while it waited): a new one.
+        sb = standby(&cfg.shim).map_err(started)?;
+        sb.args.write_all(&msg).await.map_err(started)?;
+    }
+    drop(sb.args);
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match sb.reply.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                reply.extend_from_slice(&buf[..n]);
+                if reply.contains(&0) {
+                    break;
+                }
+            }
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    let reply = reply.split('\0').next().unwrap_or_default().trim();
+    match reply {
+        "ok" => Ok(()),
+        "" => Err("berth-shim exited while starting".into()),
+        m => Err(m.trim_start_matches("berth-shim: ").to_string()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
