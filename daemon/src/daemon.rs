@@ -146,7 +146,7 @@ impl Daemon {
                 .exists();
             if status == Status::Created && has_shim {
                 // Prepared ahead of a start that never came: a new start prepares again.
-                lifecycle::release_held(self, &c).await;
+                lifecycle::shut_down_shim(self, &c).await;
             } else if status.is_running() || has_shim {
                 lifecycle::reattach(self.clone(), c).await;
             } else if status != Status::Created {

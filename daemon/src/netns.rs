@@ -96,22 +96,10 @@ fn fill(s: &Shared) {
 
 /// A new network namespace with `lo` up; this thread is left inside it.
 fn make() -> io::Result<OwnedFd> {
-    // SAFETY: unshare(CLONE_NEWNET) changes only the calling thread's network namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a NUL-terminated path; the result is checked.
-    let fd = unsafe {
-        libc::open(
-            c"/proc/thread-self/ns/net".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just opened and is owned by nothing else.
-    let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    use berth_runtime::sys;
+    // unshare(CLONE_NEWNET) changes only the calling thread's network namespace.
+    sys::unshare(libc::CLONE_NEWNET)?;
+    let ns = sys::openat(None, c"/proc/thread-self/ns/net", libc::O_RDONLY, 0)?;
     loopback_up()?;
     Ok(ns)
 }

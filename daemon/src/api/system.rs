@@ -33,13 +33,6 @@ pub fn ping(method: &Method) -> ApiResult {
     Ok(r)
 }
 
-fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
 fn os_name() -> String {
     let s = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     s.lines()
@@ -60,7 +53,7 @@ pub fn version(_ctx: &Ctx) -> ApiResult {
                 "MinAPIVersion": version_str(MIN_API_VERSION),
                 "Os": "linux",
                 "Arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-                "KernelVersion": kernel(),
+                "KernelVersion": crate::util::kernel_release(),
                 "Experimental": "false",
             }
         }],
@@ -71,7 +64,7 @@ pub fn version(_ctx: &Ctx) -> ApiResult {
         "GoVersion": "",
         "Os": "linux",
         "Arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "KernelVersion": kernel(),
+        "KernelVersion": crate::util::kernel_release(),
         "BuildTime": "",
     }))
 }
@@ -134,7 +127,7 @@ pub fn info(ctx: &Ctx) -> ApiResult {
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": cgroup_version(),
         "NEventsListener": 0,
-        "KernelVersion": kernel(),
+        "KernelVersion": crate::util::kernel_release(),
         "OperatingSystem": os_name(),
         "OSVersion": "",
         "OSType": "linux",

@@ -429,7 +429,7 @@ pub async fn create(
         ctr.life.send_modify(|l| l.removed = true);
         let _op = ctr.op.lock().await;
         if ctr.is_held() {
-            super::lifecycle::release_held(d, &ctr).await;
+            super::lifecycle::shut_down_shim(d, &ctr).await;
         }
         d.containers.lock().unwrap().remove(&ctr.id);
         return Err(undo(e));

@@ -298,18 +298,10 @@ async fn monitor(d: Arc<Daemon>, c: Arc<Ctr>) {
 /// Records an exit, lets waiters go, and applies `--rm` or the restart policy.
 async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
     crate::log::debug(format_args!("container {} exited", &c.id[..12]));
-    let sd = d.paths(&c.id).shim;
     // `--rm`: the shim is shut down with the rest of the files, after the waiters are
     // released.
     if !c.rec().host_config.auto_remove {
-        // The shim deletes the container from the runtime and exits.
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            if let Ok(mut conn) = shim::Conn::connect(&sd).await {
-                let _ = conn.call(&Request::Shutdown).await;
-            }
-        })
-        .await;
-        let _ = std::fs::remove_dir_all(&sd);
+        shut_down_shim(d, c).await;
         let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
     }
     let (code, oom) = match &info {
@@ -564,7 +556,7 @@ async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
 async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult<()> {
     let paths = d.paths(&c.id);
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
-        release_held(d, c).await;
+        shut_down_shim(d, c).await;
     }
     rootfs::unmount(&paths).map_err(ApiError::internal)?;
     for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
@@ -590,8 +582,10 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
     Ok(())
 }
 
-/// Shuts down the shim holding a created container (prepared ahead of a start).
-pub async fn release_held(d: &Daemon, c: &Ctr) {
+/// Shuts down the container's shim — one holding a created container (prepared ahead of a
+/// start) or one whose container has exited: it deletes the container from the runtime and
+/// exits; its state dir goes with it.
+pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
     let sd = d.paths(&c.id).shim;
     let _ =
         tokio::time::timeout(Duration::from_secs(10), shim::call(&sd, &Request::Shutdown)).await;

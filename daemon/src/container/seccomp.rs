@@ -239,8 +239,7 @@ fn kernel_at_least(min: &str) -> bool {
         let minor = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
         (major, minor)
     };
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    parse(release.trim()) >= parse(min)
+    parse(&crate::util::kernel_release()) >= parse(min)
 }
 
 fn user_profile(text: &str, caps: &[String]) -> ApiResult<Value> {
