@@ -60,7 +60,7 @@ impl Modules {
     }
 
     /// Refuse labels this host cannot apply.
-    pub fn check(
+    fn check(
         &self,
         apparmor_profile: &Option<String>,
         selinux_label: &Option<String>,
@@ -82,6 +82,23 @@ impl Modules {
         }
         Ok(())
     }
+}
+
+/// Refuse labels this host cannot apply. The host is probed only when a label is asked for:
+/// most configs name none, and each runtime invocation would read securityfs again.
+pub fn check(
+    apparmor_profile: &Option<String>,
+    selinux_label: &Option<String>,
+    mount_label: &Option<String>,
+    context: &str,
+) -> Result<()> {
+    if [apparmor_profile, selinux_label, mount_label]
+        .iter()
+        .all(|l| nonempty(l).is_none())
+    {
+        return Ok(());
+    }
+    host().check(apparmor_profile, selinux_label, mount_label, context)
 }
 
 /// What the child writes right before execve: `value` into the first of `paths` that exists.

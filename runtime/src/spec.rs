@@ -158,7 +158,7 @@ fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> 
         .linux()
         .as_ref()
         .ok_or_else(|| invalid(path, "linux section is required"))?;
-    crate::lsm::host().check(
+    crate::lsm::check(
         process.apparmor_profile(),
         process.selinux_label(),
         linux.mount_label(),

@@ -85,7 +85,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
             msg: format!("exec: cwd {:?} must be absolute", p.cwd()),
         });
     }
-    crate::lsm::host().check(p.apparmor_profile(), p.selinux_label(), &None, "exec: ")?;
+    crate::lsm::check(p.apparmor_profile(), p.selinux_label(), &None, "exec: ")?;
     let terminal = p.terminal().unwrap_or(false);
     let (console_child, console_parent) =
         super::console_ends(terminal, opts.console_socket.as_deref())?;

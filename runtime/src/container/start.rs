@@ -117,7 +117,7 @@ fn describe(c: &Container, (r, detail): &(Report, Vec<u8>)) -> String {
     let Some(f) = Failure::from_report(r) else {
         return "container init sent an unexpected report after start".into();
     };
-    let spec = crate::spec::load(&c.record.bundle).map(|b| b.spec);
+    let spec = crate::spec::load_created(&c.record.bundle).map(|b| b.spec);
     let i = f.index as usize;
     match f.step {
         Step::StartContainerHook => {
