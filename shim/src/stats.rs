@@ -1,19 +1,19 @@
-//! The shim's resource figures: the runtime's cgroup reading (v1, v2 or hybrid), narrowed to
-//! what the control protocol carries.
+//! The shim's resource figures: the runtime's per-second cgroup reading (v1, v2 or hybrid), as
+//! the control protocol carries them.
 
 use berth_runtime::cgroups::Cgroup;
 
 use crate::protocol::Stats;
 
 pub fn read(cg: &Cgroup) -> Stats {
-    let s = cg.stats();
+    let u = cg.usage();
     Stats {
-        cpu_usage_ns: s.cpu.usage.total,
-        memory_usage_bytes: s.memory.usage.usage,
+        cpu_usage_ns: u.cpu_ns,
+        memory_usage_bytes: u.memory,
         // The runtime reports "no limit" as 0.
-        memory_limit_bytes: Some(s.memory.usage.limit).filter(|&l| l != 0),
-        pids: s.pids.current,
-        oom_kills: s.memory.oom_kills,
+        memory_limit_bytes: Some(u.memory_limit).filter(|&l| l != 0),
+        pids: u.pids,
+        oom_kills: u.oom_kills,
         read_at: berth_runtime::time::now(),
     }
 }

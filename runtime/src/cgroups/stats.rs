@@ -73,6 +73,17 @@ pub struct Blkio {
     pub io_serviced_recursive: Vec<BlkioEntry>,
 }
 
+/// A container's running totals: CPU time, memory in use and its limit (0: none), tasks, OOM
+/// kills.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_ns: u64,
+    pub memory: u64,
+    pub memory_limit: u64,
+    pub pids: u64,
+    pub oom_kills: u64,
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Stats {
     pub cpu: Cpu,
@@ -126,11 +137,46 @@ impl Cgroup {
         }
     }
 
+    /// The figures a monitor polls every second (`docker stats`), each file read once; the
+    /// part of [`Cgroup::stats`] that a shim needs.
+    pub fn usage(&self) -> Usage {
+        let cpu_ns = match self.dir_for("cpuacct") {
+            Some((d, false)) => read_u64(&d.join("cpuacct.usage")).unwrap_or(0),
+            Some((d, true)) => keyed(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+            None => 0,
+        };
+        let (memory, memory_limit) = match self.dir_for("memory") {
+            Some((d, false)) => (
+                read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0),
+                v1_limit(read_u64(&d.join("memory.limit_in_bytes"))),
+            ),
+            Some((d, true)) => (
+                read_u64(&d.join("memory.current")).unwrap_or(0),
+                read_u64(&d.join("memory.max")).unwrap_or(0),
+            ),
+            None => (0, 0),
+        };
+        let pids = self
+            .dir_for("pids")
+            .and_then(|(d, _)| read_u64(&d.join("pids.current")))
+            .unwrap_or(0);
+        Usage {
+            cpu_ns,
+            memory,
+            memory_limit,
+            pids,
+            oom_kills: self.oom_kills(),
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         let mut s = Stats::default();
+        let u = self.usage();
+        s.cpu.usage.total = u.cpu_ns;
+        s.memory.oom_kills = u.oom_kills;
+        s.pids.current = u.pids;
         match self.dir_for("cpuacct") {
             Some((d, false)) => {
-                s.cpu.usage.total = read_u64(&d.join("cpuacct.usage")).unwrap_or(0);
                 s.cpu.usage.percpu = std::fs::read_to_string(d.join("cpuacct.usage_percpu"))
                     .unwrap_or_default()
                     .split_whitespace()
@@ -145,7 +191,6 @@ impl Cgroup {
             }
             Some((d, true)) => {
                 let st = d.join("cpu.stat");
-                s.cpu.usage.total = keyed(&st, "usage_usec").unwrap_or(0) * 1000;
                 s.cpu.usage.user = keyed(&st, "user_usec").unwrap_or(0) * 1000;
                 s.cpu.usage.kernel = keyed(&st, "system_usec").unwrap_or(0) * 1000;
             }
@@ -164,9 +209,9 @@ impl Cgroup {
         match self.dir_for("memory") {
             Some((d, false)) => {
                 s.memory.usage = MemoryEntry {
-                    usage: read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0),
+                    usage: u.memory,
                     max: read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0),
-                    limit: v1_limit(read_u64(&d.join("memory.limit_in_bytes"))),
+                    limit: u.memory_limit,
                     failcnt: read_u64(&d.join("memory.failcnt")).unwrap_or(0),
                 };
                 s.memory.swap = MemoryEntry {
@@ -179,9 +224,9 @@ impl Cgroup {
             }
             Some((d, true)) => {
                 s.memory.usage = MemoryEntry {
-                    usage: read_u64(&d.join("memory.current")).unwrap_or(0),
+                    usage: u.memory,
                     max: read_u64(&d.join("memory.peak")).unwrap_or(0),
-                    limit: read_u64(&d.join("memory.max")).unwrap_or(0),
+                    limit: u.memory_limit,
                     failcnt: keyed(&d.join("memory.events"), "max").unwrap_or(0),
                 };
                 s.memory.swap = MemoryEntry {
@@ -194,9 +239,7 @@ impl Cgroup {
             }
             None => {}
         }
-        s.memory.oom_kills = self.oom_kills();
         if let Some((d, _)) = self.dir_for("pids") {
-            s.pids.current = read_u64(&d.join("pids.current")).unwrap_or(0);
             s.pids.limit = read_u64(&d.join("pids.max")).unwrap_or(0);
         }
         if let Some((d, false)) = self.dir_for("blkio") {
