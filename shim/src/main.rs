@@ -131,7 +131,7 @@ fn main() {
             }
             let msg = String::from_utf8_lossy(&msg);
             let msg = msg.trim_end_matches('\0');
-            if msg == "ok" {
+            if msg == berth_shim::protocol::READY_OK {
                 std::process::exit(0);
             }
             eprintln!(
@@ -154,35 +154,30 @@ fn main() {
 /// Its command line keeps saying `--standby`; the container it serves is in its state dir.
 fn standby() -> i32 {
     // SAFETY: single-threaded here; the parent only exits.
-    match unsafe { libc::fork() } {
-        -1 => {
-            eprintln!("berth-shim: fork: {}", std::io::Error::last_os_error());
+    match unsafe { berth_shim::sys::fork() } {
+        Err(e) => {
+            eprintln!("berth-shim: fork: {e}");
             return 1;
         }
-        0 => {}
-        _ => return 0,
+        Ok(berth_shim::sys::Forked::Child) => {}
+        Ok(berth_shim::sys::Forked::Parent(_)) => return 0,
     }
     let mut input = Vec::new();
     let mut buf = [0u8; 4096];
     let mut stdin = std::io::stdin().lock();
-    loop {
+    let args = loop {
         match stdin.read(&mut buf) {
             Ok(0) | Err(_) => return 0,
             Ok(n) => {
                 input.extend_from_slice(&buf[..n]);
-                if input.ends_with(b"\0\0") || input == b"\0" {
-                    break;
+                if let Some(args) = berth_shim::protocol::decode_launch_args(&input) {
+                    break args;
                 }
             }
         }
-    }
+    };
     drop(stdin);
     let t0 = std::time::Instant::now();
-    let args: Vec<String> = input
-        .split(|&b| b == 0)
-        .take_while(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
     // SAFETY: dup(2) of our stdout; checked before the copy is owned here.
     let fd = unsafe { libc::dup(1) };
     if fd < 0 {
@@ -249,7 +244,8 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         }
     }
     shim.ready_us = t0.elapsed().as_micros().max(1) as u64;
-    if ready.write_all(b"ok\0").is_err() {
+    let ok = [berth_shim::protocol::READY_OK.as_bytes(), b"\0"].concat();
+    if ready.write_all(&ok).is_err() {
         // Whoever started us is gone: serve anyway, the daemon finds us by the socket.
     }
     drop(ready);

@@ -412,6 +412,45 @@ pub fn frame_header(stream: u8, len: usize) -> [u8; 8] {
     [stream, 0, 0, 0, l[0], l[1], l[2], l[3]]
 }
 
+/// `berth-shim --standby` reads its arguments from stdin: each ended by NUL, the list by an
+/// empty one.
+pub fn encode_launch_args<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in args {
+        out.extend_from_slice(a.as_ref());
+        out.push(0);
+    }
+    out.push(0);
+    out
+}
+
+/// The arguments in what a standby shim has read so far; None until the list is complete.
+pub fn decode_launch_args(input: &[u8]) -> Option<Vec<String>> {
+    if !(input.ends_with(b"\0\0") || input == b"\0") {
+        return None;
+    }
+    Some(
+        input
+            .split(|&b| b == 0)
+            .take_while(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// A shim's answer to whoever launched it, ended by NUL: `ok` once it serves, or the error.
+pub const READY_OK: &str = "ok";
+
+/// The launch's outcome in a shim's answer (read up to its NUL or the end of the pipe).
+pub fn decode_ready(answer: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(answer);
+    match text.split('\0').next().unwrap_or_default().trim() {
+        READY_OK => Ok(()),
+        "" => Err("berth-shim exited while starting".into()),
+        m => Err(m.trim_start_matches("berth-shim: ").to_string()),
+    }
+}
+
 /// Read `exit.json` from a state dir: how the container ended, even after the shim is gone.
 pub fn read_exit(state_dir: &Path) -> io::Result<Option<ExitInfo>> {
     match std::fs::read(state_dir.join(EXIT_FILE)) {
@@ -426,6 +465,20 @@ pub fn read_exit(state_dir: &Path) -> io::Result<Option<ExitInfo>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn launch_args_and_ready_answers_round_trip() {
+        let args = ["--id", "abc", "--bundle", "/run/b"];
+        let wire = encode_launch_args(&args);
+        assert_eq!(decode_launch_args(&wire[..wire.len() - 1]), None);
+        assert_eq!(decode_launch_args(&wire).unwrap(), args);
+        assert_eq!(decode_ready(b"ok\0"), Ok(()));
+        assert_eq!(
+            decode_ready(b""),
+            Err("berth-shim exited while starting".into())
+        );
+        assert_eq!(decode_ready(b"berth-shim: bad\0"), Err("bad".into()));
+    }
 
     #[test]
     fn requests_have_a_stable_wire_form() {

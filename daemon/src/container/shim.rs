@@ -112,12 +112,8 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
     if l.stdin_once {
         args.push("--stdin-once".as_ref());
     }
-    let mut msg = Vec::new();
-    for a in &args {
-        msg.extend_from_slice(a.as_bytes());
-        msg.push(0);
-    }
-    msg.push(0);
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let msg = berth_shim::protocol::encode_launch_args(&bytes);
     let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
     let mut sb = match pool.take() {
         Some(s) => s,
@@ -142,13 +138,7 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
             }
         }
     }
-    let reply = String::from_utf8_lossy(&reply);
-    let reply = reply.split('\0').next().unwrap_or_default().trim();
-    match reply {
-        "ok" => Ok(()),
-        "" => Err("berth-shim exited while starting".into()),
-        m => Err(m.trim_start_matches("berth-shim: ").to_string()),
-    }
+    berth_shim::protocol::decode_ready(&reply)
 }
 
 #[derive(Debug, thiserror::Error)]
