@@ -160,6 +160,14 @@ pub struct MountOp {
     pub propagation: Vec<libc::c_ulong>,
 }
 
+/// argv/envp for execve: pointers into `v`, then NULL. `v` must outlive the result.
+pub fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 pub fn cstring(bytes: &[u8], for_path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::InvalidConfig {
         path: for_path.to_path_buf(),

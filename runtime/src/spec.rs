@@ -43,11 +43,8 @@ fn load_checked(bundle: &Path, ns_paths: bool) -> Result<Bundle> {
     Ok(Bundle { dir, spec, rootfs })
 }
 
-/// Check a parsed spec; returns the absolute rootfs path.
-pub fn validate(path: &Path, bundle: &Path, spec: &Spec) -> Result<PathBuf> {
-    validate_checked(path, bundle, spec, true)
-}
-
+/// Check a parsed spec; returns the absolute rootfs path. `ns_paths`: namespaces to join by
+/// path must exist (at create; not for a container that already joined them).
 fn validate_checked(path: &Path, bundle: &Path, spec: &Spec, ns_paths: bool) -> Result<PathBuf> {
     if !spec.version().starts_with("1.") {
         return Err(invalid(

@@ -715,6 +715,19 @@ impl FdPath {
     }
 }
 
+/// bpf(2) with `attr`, a `bpf_attr` layout for `cmd` (zero-padded to the kernel's size).
+pub fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a valid, writable bpf_attr of the size passed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -200,23 +200,6 @@ struct AttachAttr {
     _rest: [u8; 44],
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, zero-padded bpf_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
 /// Load the program for `rules` and attach it to the cgroup v2 directory `dir` (alongside
 /// those above it, which must allow too). It stays attached as long as the cgroup exists.
 pub fn attach(dir: &Path, rules: &[Rule]) -> Result<()> {
@@ -256,7 +239,8 @@ pub fn attach(dir: &Path, rules: &[Rule]) -> Result<()> {
         replace_bpf_fd: 0,
         _rest: [0; 44],
     };
-    bpf(BPF_PROG_ATTACH, &mut at).ctx("attach the device eBPF program to cgroup", dir)?;
+    crate::sys::bpf(BPF_PROG_ATTACH, &mut at)
+        .ctx("attach the device eBPF program to cgroup", dir)?;
     Ok(())
 }
 
@@ -282,7 +266,7 @@ fn load(insns: &[Insn], log: Option<&mut [u8]>) -> std::io::Result<OwnedFd> {
         expected_attach_type: BPF_CGROUP_DEVICE,
         _rest: [0; 64],
     };
-    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    let fd = crate::sys::bpf(BPF_PROG_LOAD, &mut attr)?;
     // SAFETY: BPF_PROG_LOAD returned a new descriptor that we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }

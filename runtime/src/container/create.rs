@@ -341,8 +341,8 @@ pub(super) fn fork_child(
     clone_flags: u64,
     pidns: Option<(BorrowedFd<'_>, &Path)>,
 ) -> Result<(libc::pid_t, OwnedFd)> {
-    let argv = null_terminated(&plan.process.argv);
-    let envp = null_terminated(&plan.process.envp);
+    let argv = mounts::null_terminated(&plan.process.argv);
+    let envp = mounts::null_terminated(&plan.process.envp);
     let clone_into = cgroup.open_unified()?;
     let own_pidns = match pidns {
         Some((fd, path)) => {
@@ -583,13 +583,6 @@ pub(super) fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<()> {
     let tmp = path.with_extension("berth-tmp");
     fs::write(&tmp, pid.to_string()).ctx("write pid file", &tmp)?;
     fs::rename(&tmp, path).ctx("rename pid file", path)
-}
-
-fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
-    v.iter()
-        .map(|c| c.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect()
 }
 
 struct Prepared {

@@ -17,7 +17,7 @@ use oci_spec::runtime::Hook;
 
 use super::Kind;
 use crate::error::{Error, Result};
-use crate::mounts::cstring;
+use crate::mounts::{cstring, null_terminated};
 use crate::sys::{self, Forked};
 
 /// One hook, ready for execve.
@@ -79,14 +79,8 @@ fn planned(h: &Hook, config: &Path) -> Result<Planned> {
     for e in h.env().iter().flatten() {
         strings.push(cstring(e.as_bytes(), config)?);
     }
-    let ptrs = |v: &[CString]| -> Vec<*const libc::c_char> {
-        v.iter()
-            .map(|c| c.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect()
-    };
-    let argv = ptrs(&strings[..argc]);
-    let envp = ptrs(&strings[argc..]);
+    let argv = null_terminated(&strings[..argc]);
+    let envp = null_terminated(&strings[argc..]);
     Ok(Planned {
         path,
         _strings: strings,
