@@ -101,12 +101,7 @@ impl Conn {
         self.out_pos += from_queue;
         skip -= from_queue;
         if self.pending() == 0 {
-            self.out.clear();
-            self.out_pos = 0;
-            if self.out.capacity() > 256 * 1024 {
-                // A burst is over: its buffer goes back, as in flush.
-                self.out = Vec::new();
-            }
+            self.settle();
         } else if self.out_pos >= self.out.len() / 2 {
             // Keep the buffer from growing by what was already sent.
             self.out.drain(..self.out_pos);
@@ -143,13 +138,18 @@ impl Conn {
             }
         }
         if self.pending() == 0 {
-            self.out.clear();
-            self.out_pos = 0;
-            if self.out.capacity() > 256 * 1024 {
-                self.out = Vec::new();
-            }
+            self.settle();
         }
         Ok(())
+    }
+
+    /// The queue has drained: reset it, and give back a burst's buffer.
+    fn settle(&mut self) {
+        self.out.clear();
+        self.out_pos = 0;
+        if self.out.capacity() > 256 * 1024 {
+            self.out = Vec::new();
+        }
     }
 
     /// Read what the client sent (at most `limit` bytes) into `inbuf`.
