@@ -20,8 +20,9 @@ fn reply_of(mut out: std::process::ChildStdout) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
-#[test]
-fn standby_exits_when_its_launcher_goes_away() {
+/// A standby shim: its stdin, and its stdout's content once the detached shim lets go of it.
+/// The launching process must return at once, leaving the detached one waiting.
+fn standby() -> (std::process::ChildStdin, mpsc::Receiver<Vec<u8>>) {
     let mut c = Command::new(SHIM)
         .arg("--standby")
         .stdin(Stdio::piped())
@@ -30,9 +31,13 @@ fn standby_exits_when_its_launcher_goes_away() {
         .unwrap();
     // Taken first: wait() would close it.
     let stdin = c.stdin.take().unwrap();
-    // The launching process returns at once; the detached one waits for arguments.
     assert!(c.wait().unwrap().success());
-    let rx = reply_of(c.stdout.take().unwrap());
+    (stdin, reply_of(c.stdout.take().unwrap()))
+}
+
+#[test]
+fn standby_exits_when_its_launcher_goes_away() {
+    let (stdin, rx) = standby();
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "the standby shim did not wait for its arguments"
@@ -46,15 +51,7 @@ fn standby_exits_when_its_launcher_goes_away() {
 
 #[test]
 fn standby_answers_bad_arguments_with_the_error() {
-    let mut c = Command::new(SHIM)
-        .arg("--standby")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = c.stdin.take().unwrap();
-    assert!(c.wait().unwrap().success());
-    let rx = reply_of(c.stdout.take().unwrap());
+    let (mut stdin, rx) = standby();
     stdin.write_all(b"--id\0x\0--bogus\0\0").unwrap();
     let out = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let text = String::from_utf8_lossy(&out);
