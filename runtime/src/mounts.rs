@@ -316,7 +316,12 @@ fn plan_cgroup(
         remount: None,
         propagation: Vec::new(),
     }));
-    for (h, (_, dir)) in cg.host.v1.iter().zip(&cg.cgroup.v1) {
+    // Only the hierarchies the container is in: a fresh mount of another would show the
+    // caller's cgroup and everything below it, other containers included.
+    for (ctrls, dir) in &cg.cgroup.v1 {
+        let Some(h) = cg.host.v1.iter().find(|h| &h.controllers == ctrls) else {
+            continue;
+        };
         let name = h
             .mount
             .file_name()
@@ -487,9 +492,11 @@ mod tests {
 31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
 33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
 34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
 ";
-        let host = Host::parse(mi, "4:memory:/\n3:cpu,cpuacct:/\n0::/\n");
-        let cg = Cgroup::plan(&host, None, "x");
+        let host = Host::parse(mi, "5:cpuset:/\n4:memory:/\n3:cpu,cpuacct:/\n0::/\n");
+        // No cpuset limit: the container is not in that hierarchy, nor is it mounted.
+        let cg = Cgroup::plan(&host, None, "x", None);
         let ctx = CgroupMountCtx {
             host: &host,
             cgroup: &cg,

@@ -50,8 +50,8 @@ fn the_device_program_decides_what_a_process_in_the_cgroup_may_open() {
     std::fs::create_dir(&dir).unwrap();
     // As a pure v2 host sees it: no v1 hierarchies, only the unified directory.
     let cg = Cgroup {
-        v1: Vec::new(),
         unified: Some(dir.clone()),
+        ..Cgroup::default()
     };
 
     let made = cg.create_rest(Some(&res));
@@ -93,8 +93,8 @@ fn a_rule_for_a_type_the_device_cgroup_lacks_is_refused() {
     let dir = mount.join(format!("berth-devices-bpf-p-{}", std::process::id()));
     std::fs::create_dir(&dir).unwrap();
     let cg = Cgroup {
-        v1: Vec::new(),
         unified: Some(dir),
+        ..Cgroup::default()
     };
     let res: LinuxResources = serde_json::from_value(serde_json::json!({
         "devices": [{"allow": true, "type": "p", "access": "rw"}]

@@ -67,3 +67,50 @@ fn update_refuses_bad_input() {
     assert!(err.contains("r.json"), "{err}");
     rt.ok(&["delete", "--force", &id]);
 }
+
+/// Without a cpu limit the container is not in the v1 cpu hierarchy (hybrid and v1 hosts);
+/// `update --cpu-quota` makes its cgroup there and moves every process of it in, the ones it
+/// forked too, and `delete` removes that cgroup as well.
+#[test]
+fn update_joins_a_hierarchy_the_container_was_not_in() {
+    let Some(cpu) = common::cgroup_mount("cpu") else {
+        eprintln!("skipped: no v1 cpu hierarchy on this host");
+        return;
+    };
+    let rt = Runtime::new();
+    let id = unique_id("update-join");
+    rt.create(&Bundle::sh("sleep 100 & sleep 100 & wait"), &id);
+    rt.ok(&["start", &id]);
+    let own = common::own_cgroup("cpu");
+    let dir = cpu.join(own.strip_prefix("/").unwrap()).join(&id);
+    assert!(!dir.exists(), "{} exists before any cpu limit", dir.display());
+    let procs_of = |d: &std::path::Path| -> Vec<String> {
+        let s = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let pids_dir = common::cgroup_mount("pids")
+        .unwrap()
+        .join(common::own_cgroup("pids").strip_prefix("/").unwrap())
+        .join(&id);
+    while procs_of(&pids_dir).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the two sleeps never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    rt.ok(&["update", "--cpu-quota", "50000", "--cpu-period", "100000", &id]);
+    assert_eq!(procs_of(&dir), procs_of(&pids_dir));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap().trim(),
+        "50000"
+    );
+    // The joined hierarchy is recorded: a second update writes there without joining again.
+    rt.ok(&["update", "--cpu-quota", "20000", &id]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap().trim(),
+        "20000"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert!(!dir.exists(), "{} left after delete", dir.display());
+}

@@ -186,9 +186,32 @@ pub(crate) fn unescape_mountinfo(s: &str) -> String {
 /// detection.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Cgroup {
-    /// (controllers, directory) per v1 hierarchy.
+    /// (controllers, directory) per v1 hierarchy the container is in.
     pub v1: Vec<(String, PathBuf)>,
+    /// The v1 hierarchies it is not in (yet): those whose controllers only enforce limits the
+    /// config does not set. `update` joins one when it sets such a limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub v1_unjoined: Vec<(String, PathBuf)>,
     pub unified: Option<PathBuf>,
+}
+
+/// v1 controllers every container joins, limits or not: what `stats`, `ps`, `pause`, `kill
+/// --all` and the device rules read or write.
+const V1_ALWAYS: &[&str] = &["memory", "cpuacct", "pids", "blkio", "devices", "freezer"];
+
+/// Whether a v1 hierarchy holding `controllers` ("cpu,cpuacct", "name=systemd") is joined,
+/// given the controllers the resources need (cgroup v2 names, as `v2::controllers_needed`).
+///
+/// runc joins every hierarchy. Each costs a mkdir (creating every control file of its
+/// controllers), a task move, a mount in the container and an rmdir: about 0.13 ms per
+/// hierarchy per container here (perf/runtime.sh). Hierarchies that only enforce limits (cpu,
+/// cpuset, hugetlb, net_cls, net_prio, rdma), or none (perf_event, misc, named ones such as
+/// name=systemd), are joined when the config sets such a limit.
+fn joins_v1(controllers: &str, needed: &[&str]) -> bool {
+    controllers.split(',').any(|c| {
+        let v2_name = if c == "blkio" { "io" } else { c };
+        V1_ALWAYS.contains(&c) || needed.contains(&v2_name)
+    })
 }
 
 fn join_path(base: &Path, own: &Path, cgroups_path: &Path) -> PathBuf {
@@ -203,14 +226,23 @@ fn join_path(base: &Path, own: &Path, cgroups_path: &Path) -> PathBuf {
 impl Cgroup {
     /// Where the container's cgroups go: `cgroups_path` absolute from each hierarchy's root,
     /// relative to this process's own cgroup, or `<own>/<id>` when not given (as runc does).
-    pub fn plan(host: &Host, cgroups_path: Option<&Path>, id: &str) -> Cgroup {
+    /// On v1, only the hierarchies [`joins_v1`] picks for `resources` are joined.
+    pub fn plan(
+        host: &Host,
+        cgroups_path: Option<&Path>,
+        id: &str,
+        resources: Option<&LinuxResources>,
+    ) -> Cgroup {
         let p = cgroups_path.map_or_else(|| PathBuf::from(id), Path::to_path_buf);
+        let needed = resources.map(v2::controllers_needed).unwrap_or_default();
+        let (v1, v1_unjoined) = host
+            .v1
+            .iter()
+            .map(|h| (h.controllers.clone(), join_path(&h.mount, &h.own, &p)))
+            .partition(|(c, _)| joins_v1(c, &needed));
         Cgroup {
-            v1: host
-                .v1
-                .iter()
-                .map(|h| (h.controllers.clone(), join_path(&h.mount, &h.own, &p)))
-                .collect(),
+            v1,
+            v1_unjoined,
             unified: host.unified.as_ref().map(|(m, own)| join_path(m, own, &p)),
         }
     }
@@ -338,14 +370,71 @@ impl Cgroup {
     }
 
     /// `update`: as [`Cgroup::apply`], but device rules can change only through a v1 devices
-    /// hierarchy (the eBPF program is attached once, at create).
-    pub fn apply_update(&self, res: &LinuxResources) -> Result<()> {
+    /// hierarchy (the eBPF program is attached once, at create). A limit whose v1 hierarchy
+    /// the container is not in joins it first; true when that changed `self` (to be saved).
+    pub fn apply_update(&mut self, res: &LinuxResources) -> Result<bool> {
         if res.devices().as_ref().is_some_and(|d| !d.is_empty()) && !self.has_v1("devices") {
             return Err(Error::Unsupported(
                 "update: device rules are an eBPF program on this cgroup v2 host, fixed at create; they cannot be updated".into(),
             ));
         }
-        self.apply(res)
+        let needed = v2::controllers_needed(res);
+        let mut joined = false;
+        while let Some(i) = self
+            .v1_unjoined
+            .iter()
+            .position(|(c, _)| joins_v1(c, &needed))
+        {
+            let (ctrls, dir) = self.v1_unjoined.remove(i);
+            self.join_v1_late(&ctrls, &dir)?;
+            self.v1.push((ctrls, dir));
+            joined = true;
+        }
+        self.apply(res)?;
+        Ok(joined)
+    }
+
+    /// Make the container's directory in one more v1 hierarchy and move every process of the
+    /// container into it, again until no process is left behind: one forked between listing
+    /// and moving starts where its parent was.
+    fn join_v1_late(&self, controllers: &str, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).ctx("create cgroup", dir)?;
+        if controllers.split(',').any(|c| c == "cpuset") {
+            v1::inherit_cpuset(dir)?;
+        }
+        let procs = dir.join("cgroup.procs");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(&procs)
+            .ctx("open", &procs)?;
+        for _ in 0..100 {
+            let mut inside = Vec::new();
+            collect_pids(dir, &mut inside)?;
+            let left: Vec<_> = self
+                .pids()?
+                .into_iter()
+                .filter(|p| !inside.contains(p))
+                .collect();
+            if left.is_empty() {
+                return Ok(());
+            }
+            for pid in left {
+                use std::io::Write;
+                match f.write_all(pid.to_string().as_bytes()) {
+                    Ok(()) => {}
+                    // Exited meanwhile.
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+                    Err(e) => {
+                        return Err(Error::io("write", format!("{} ({pid})", procs.display()), e))
+                    }
+                }
+            }
+        }
+        Err(Error::io(
+            "join cgroup",
+            dir,
+            io::Error::other("the container's processes kept forking; not all moved"),
+        ))
     }
 
     /// The v2 directory, opened for clone3(CLONE_INTO_CGROUP).
@@ -577,21 +666,50 @@ mod tests {
     #[test]
     fn plans_paths_like_runc() {
         let h = Host::parse(HYBRID_MOUNTINFO, HYBRID_SELF);
-        let c = Cgroup::plan(&h, None, "c1");
+        let c = Cgroup::plan(&h, None, "c1", None);
         assert_eq!(
             c.v1[0].1,
             PathBuf::from("/sys/fs/cgroup/memory/user.slice/c1")
         );
-        let c = Cgroup::plan(&h, Some(Path::new("/berth/c1")), "c1");
+        let c = Cgroup::plan(&h, Some(Path::new("/berth/c1")), "c1", None);
         assert_eq!(c.v1[0].1, PathBuf::from("/sys/fs/cgroup/memory/berth/c1"));
         assert_eq!(
             c.unified.unwrap(),
             PathBuf::from("/sys/fs/cgroup/unified/berth/c1")
         );
-        let c = Cgroup::plan(&h, Some(Path::new("rel/c1")), "c1");
+        let c = Cgroup::plan(&h, Some(Path::new("rel/c1")), "c1", None);
         assert_eq!(
             c.v1[1].1,
             PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/rel/c1")
         );
+    }
+
+    #[test]
+    fn joins_limit_only_hierarchies_when_a_limit_needs_them() {
+        let mi = "\
+33 30 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu
+34 30 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+35 30 0:31 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
+36 30 0:32 / /sys/fs/cgroup/blkio rw - cgroup cgroup rw,blkio
+37 30 0:33 / /sys/fs/cgroup/perf_event rw - cgroup cgroup rw,perf_event
+38 30 0:34 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd
+";
+        let own = "6:name=systemd:/\n5:perf_event:/\n4:blkio:/\n3:cpuset:/\n2:memory:/\n1:cpu:/\n";
+        let h = Host::parse(mi, own);
+        let names = |v: &[(String, PathBuf)]| {
+            let mut n: Vec<_> = v.iter().map(|(n, _)| n.as_str()).collect();
+            n.sort_unstable();
+            n.join(" ")
+        };
+        let plain = Cgroup::plan(&h, None, "c", None);
+        assert_eq!(names(&plain.v1), "blkio memory");
+        assert_eq!(names(&plain.v1_unjoined), "cpu cpuset name=systemd perf_event");
+        let res: LinuxResources = serde_json::from_value(serde_json::json!({
+            "cpu": {"shares": 512, "cpus": "0"}
+        }))
+        .unwrap();
+        let limited = Cgroup::plan(&h, None, "c", Some(&res));
+        assert_eq!(names(&limited.v1), "blkio cpu cpuset memory");
+        assert_eq!(names(&limited.v1_unjoined), "name=systemd perf_event");
     }
 }

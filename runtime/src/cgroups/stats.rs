@@ -277,8 +277,8 @@ mod tests {
     fn reads_v2_files() {
         let d = tempfile::tempdir().unwrap();
         let cg = Cgroup {
-            v1: vec![],
             unified: Some(d.path().to_path_buf()),
+            ..Cgroup::default()
         };
         let w = |f: &str, s: &str| std::fs::write(d.path().join(f), s).unwrap();
         w("memory.current", "4096\n");

@@ -128,7 +128,12 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         super::console_ends(terminal, opts.console_socket.as_deref())?;
 
     let host = Host::detect()?;
-    let cgroup = Cgroup::plan(&host, linux.cgroups_path().as_deref(), &opts.id);
+    let cgroup = Cgroup::plan(
+        &host,
+        linux.cgroups_path().as_deref(),
+        &opts.id,
+        linux.resources().as_ref(),
+    );
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)

@@ -9,15 +9,18 @@ use crate::cgroups::stats::Stats;
 use crate::error::{Error, Result};
 
 pub fn update(root: &Path, id: &str, res: &LinuxResources) -> Result<()> {
-    let c = Container::load(root, id)?;
-    match c.status() {
-        Status::Stopped => Err(Error::BadState {
+    let mut c = Container::load(root, id)?;
+    if c.status() == Status::Stopped {
+        return Err(Error::BadState {
             id: id.to_string(),
             status: "stopped",
             what: "only a live container can be updated",
-        }),
-        _ => c.record.cgroup.apply_update(res),
+        });
     }
+    if c.record.cgroup.apply_update(res)? {
+        c.save()?;
+    }
+    Ok(())
 }
 
 pub fn stats(root: &Path, id: &str) -> Result<Stats> {
