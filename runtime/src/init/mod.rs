@@ -420,88 +420,64 @@ fn find_executable(candidates: &[CString]) -> Res<&CStr> {
 /// Open `target` inside the rootfs, creating missing directories (and the last component as
 /// a file when `file`), every lookup confined by RESOLVE_IN_ROOT.
 fn ensure_target(root: BorrowedFd<'_>, target: &Target, file: bool) -> io::Result<OwnedFd> {
-    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    if target.prefixes.is_empty() {
-        return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
-    }
-    // Usually the whole path exists already: one lookup.
-    let last = target.prefixes.len() - 1;
-    match sys::openat2(root, &target.prefixes[last], libc::O_PATH, 0, resolve) {
-        Ok(fd) => return Ok(fd),
+    let Some(last) = target.prefixes.len().checked_sub(1) else {
+        return open_in_root(root, c".", libc::O_DIRECTORY);
+    };
+    // Usually the whole path exists already: one lookup (of whatever it is, file or not).
+    match open_in_root(root, &target.prefixes[last], 0) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        found => return found,
+    }
+    let parent = ensure_parent(root, target)?;
+    let name = &target.names[last];
+    let made = if file {
+        let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW;
+        sys::openat(Some(parent.as_fd()), name, flags, 0o644).map(drop)
+    } else {
+        sys::mkdirat(parent.as_fd(), name, 0o755)
+    };
+    match made {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
     }
-    let mut cur: Option<OwnedFd> = None;
-    for (i, prefix) in target.prefixes.iter().enumerate() {
-        match sys::openat2(root, prefix, libc::O_PATH, 0, resolve) {
-            Ok(fd) => cur = Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let parent = cur.as_ref().map_or(root, |f| f.as_fd());
-                let name = &target.names[i];
-                if i == last && file {
-                    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW;
-                    match sys::openat(Some(parent), name, flags, 0o644) {
-                        Ok(_) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                } else {
-                    match sys::mkdirat(parent, name, 0o755) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                cur = Some(sys::openat2(root, prefix, libc::O_PATH, 0, resolve)?);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(cur.expect("at least one prefix"))
+    open_in_root(root, &target.prefixes[last], 0)
 }
 
 /// The parent directory of `target` inside the rootfs, created if missing.
 fn ensure_parent(root: BorrowedFd<'_>, target: &Target) -> io::Result<OwnedFd> {
-    let n = target.prefixes.len();
-    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    if n <= 1 {
-        return sys::openat2(root, c".", libc::O_PATH | libc::O_DIRECTORY, 0, resolve);
+    match target.prefixes.len() {
+        0 | 1 => open_in_root(root, c".", libc::O_DIRECTORY),
+        n => ensure_dir(root, target, n - 2),
     }
-    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
-    match sys::openat2(root, &target.prefixes[n - 2], dir_flags, 0, resolve) {
-        Ok(fd) => return Ok(fd),
+}
+
+/// Prefix `i` of `target` as a directory, made (with any missing parent) if absent. The
+/// deepest existing prefix is found from the end: one lookup when the directory exists, and
+/// for each missing level one failed lookup, a mkdirat in the parent and a lookup of the new
+/// directory, again from the root under RESOLVE_IN_ROOT.
+fn ensure_dir(root: BorrowedFd<'_>, target: &Target, i: usize) -> io::Result<OwnedFd> {
+    match open_in_root(root, &target.prefixes[i], libc::O_DIRECTORY) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        found => return found,
+    }
+    let parent = match i {
+        0 => None,
+        _ => Some(ensure_dir(root, target, i - 1)?),
+    };
+    let at = parent.as_ref().map_or(root, |f| f.as_fd());
+    match sys::mkdirat(at, &target.names[i], 0o755) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
         Err(e) => return Err(e),
     }
-    let mut cur: Option<OwnedFd> = None;
-    for i in 0..n - 1 {
-        match sys::openat2(
-            root,
-            &target.prefixes[i],
-            libc::O_PATH | libc::O_DIRECTORY,
-            0,
-            resolve,
-        ) {
-            Ok(fd) => cur = Some(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let dir = cur.as_ref().map_or(root, |f| f.as_fd());
-                match sys::mkdirat(dir, &target.names[i], 0o755) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(e),
-                }
-                cur = Some(sys::openat2(
-                    root,
-                    &target.prefixes[i],
-                    libc::O_PATH | libc::O_DIRECTORY,
-                    0,
-                    resolve,
-                )?);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(cur.expect("n > 1"))
+    open_in_root(root, &target.prefixes[i], libc::O_DIRECTORY)
+}
+
+/// An O_PATH descriptor of `path`, resolved inside the rootfs.
+fn open_in_root(root: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    sys::openat2(root, path, libc::O_PATH | flags, 0, resolve)
 }
 
 fn do_mount(root: BorrowedFd<'_>, i: usize, m: &MountOp) -> Res<()> {
