@@ -24,8 +24,11 @@ out=$(perf_out_dir)/daemon-$(date -u +%Y%m%dT%H%M%SZ).txt
 exec > >(tee "$out")
 perf_machine_facts
 tmp=$(mktemp -d /tmp/perf-daemon.XXXXXX)
-# Both daemons keep run-time state on tmpfs, as their defaults do (/run/docker, /run/berth).
+# Both daemons keep run-time state on tmpfs, as their defaults do (/run/docker, /run/berth,
+# /run/containerd) where /run is a tmpfs. On this project's machines /run is on the root ext4,
+# so the script mounts one for the pair of them.
 run=$(mktemp -d /run/perf-daemon.XXXXXX)
+[[ $(stat -f -c %T "$run") == tmpfs ]] || mount -t tmpfs -o mode=0711 tmpfs "$run"
 pids=()
 cleanup() {
 	DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" rm -f $(DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" ps -aq 2>/dev/null) >/dev/null 2>&1 || true

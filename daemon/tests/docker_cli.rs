@@ -971,3 +971,33 @@ fn seccomp_default_unconfined_privileged_and_custom() {
     );
     assert_eq!(d.ok(&["ps", "-aq"]), "");
 }
+
+/// Run-time files live on a tmpfs (berthd mounts one on an --exec-root that is on disk), the
+/// container's /etc files among them; the image's init layer holds their mount points, so a
+/// container that writes nothing leaves its upper dir empty.
+#[test]
+fn run_time_files_on_tmpfs_and_nothing_in_the_upper_dir() {
+    let d = Berthd::start();
+    let exec = std::ffi::CString::new(d.exec_root().to_str().unwrap()).unwrap();
+    // SAFETY: statfs fills the zeroed struct; exec is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(exec.as_ptr(), &mut st) }, 0);
+    assert_eq!(st.f_type, libc::TMPFS_MAGIC, "exec-root is not a tmpfs");
+    let id = d
+        .ok(&["run", "-d", "--hostname", "h1", "busybox", "sleep", "100"])
+        .trim()
+        .to_string();
+    assert_eq!(d.ok(&["exec", &id, "cat", "/etc/hostname"]).trim(), "h1");
+    assert!(d
+        .ok(&["exec", &id, "cat", "/etc/hosts"])
+        .contains("127.0.0.1\tlocalhost"));
+    let hosts = d.ok(&["inspect", "-f", "{{.HostsPath}}", &id]);
+    assert!(
+        hosts.trim().starts_with(d.exec_root().to_str().unwrap()),
+        "{hosts}"
+    );
+    let upper = d.data_root().join("overlay").join(&id).join("upper");
+    let entries: Vec<_> = std::fs::read_dir(&upper).unwrap().flatten().collect();
+    assert!(entries.is_empty(), "upper dir holds {entries:?}");
+    d.ok(&["rm", "-f", &id]);
+}

@@ -395,16 +395,10 @@ pub async fn create(
         let _ = rootfs::unmount(&paths);
         let _ = std::fs::remove_dir_all(&paths.dir);
         let _ = std::fs::remove_dir_all(&paths.overlay);
+        let _ = std::fs::remove_dir_all(&paths.bundle);
         e
     };
-    rootfs::write_etc_files(
-        &paths.dir,
-        &rec.config.hostname,
-        rec.host_config.network_mode == "host",
-        &rec.host_config.extra_hosts,
-        &rec.host_config.dns,
-    )
-    .map_err(|e| undo(e.into()))?;
+    rootfs::write_etc_files(&paths.bundle, &rec).map_err(|e| undo(e.into()))?;
     let ctr = Ctr::new(rec);
     super::lifecycle::ensure_rootfs(d, &ctr).map_err(undo)?;
     d.containers

@@ -18,9 +18,15 @@ use crate::util;
 pub fn ensure_rootfs(d: &Daemon, c: &Ctr) -> ApiResult<PathBuf> {
     let image_id = c.rec().image_id.clone();
     let paths = d.paths(&c.id);
-    let lower = crate::image::ImageId::parse(&image_id)
+    let mut lower = crate::image::ImageId::parse(&image_id)
         .and_then(|id| d.images.lowerdirs(&id))
         .map_err(|e| ApiError::internal(format!("layers of image {image_id}: {e}")))?;
+    if rootfs::is_mountpoint(&paths.merged()).unwrap_or(false) {
+        return Ok(paths.merged());
+    }
+    let init = rootfs::init_layer(&d.cfg.data_root, &lower)
+        .map_err(|e| ApiError::internal(format!("init layer of image {image_id}: {e}")))?;
+    lower.insert(0, init);
     rootfs::mount(&paths, &lower).map_err(ApiError::internal)?;
     Ok(paths.merged())
 }
@@ -119,12 +125,15 @@ async fn prepare(
         Some(d.netns.take().map_err(ApiError::internal)?)
     };
     let netns_path = netns.as_ref().map(|n| n.path());
+    if !paths.bundle.join("hosts").exists() {
+        rootfs::write_etc_files(&paths.bundle, &rec)?;
+    }
     let cfg = spec::build(
         &rec,
         &spec::Inputs {
             rootfs: &root,
             user,
-            etc_dir: &paths.dir,
+            etc_dir: &paths.bundle,
             cgroups_path: format!("/berth/{}", c.id),
             init: init.as_deref(),
             netns: netns_path.as_deref(),

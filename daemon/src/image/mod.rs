@@ -26,7 +26,7 @@ pub use config::{
     ImageUser, InspectMetadata, InspectRootFs, Loaded, LoadedImage, PruneReport, Removed, RootFs,
     RunConfig,
 };
-pub use digest::ImageId;
+pub use digest::{sha256_hex, ImageId};
 pub use error::Error;
 pub use layer::{unpack, Unpacked};
 pub use reference::Reference;
