@@ -25,8 +25,8 @@ fn main() {
         );
         return;
     };
-    let dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"))
-        .join("static-libs");
+    let dir =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("static-libs");
     std::fs::create_dir_all(&dir).expect("create OUT_DIR/static-libs");
     for (name, archive) in [
         ("libc.so", &libc),

@@ -83,7 +83,11 @@ fn update_joins_a_hierarchy_the_container_was_not_in() {
     rt.ok(&["start", &id]);
     let own = common::own_cgroup("cpu");
     let dir = cpu.join(own.strip_prefix("/").unwrap()).join(&id);
-    assert!(!dir.exists(), "{} exists before any cpu limit", dir.display());
+    assert!(
+        !dir.exists(),
+        "{} exists before any cpu limit",
+        dir.display()
+    );
     let procs_of = |d: &std::path::Path| -> Vec<String> {
         let s = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
         let mut v: Vec<String> = s.lines().map(str::to_string).collect();
@@ -96,19 +100,33 @@ fn update_joins_a_hierarchy_the_container_was_not_in() {
         .join(common::own_cgroup("pids").strip_prefix("/").unwrap())
         .join(&id);
     while procs_of(&pids_dir).len() < 3 {
-        assert!(std::time::Instant::now() < deadline, "the two sleeps never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two sleeps never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    rt.ok(&["update", "--cpu-quota", "50000", "--cpu-period", "100000", &id]);
+    rt.ok(&[
+        "update",
+        "--cpu-quota",
+        "50000",
+        "--cpu-period",
+        "100000",
+        &id,
+    ]);
     assert_eq!(procs_of(&dir), procs_of(&pids_dir));
     assert_eq!(
-        std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap().trim(),
+        std::fs::read_to_string(dir.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
         "50000"
     );
     // The joined hierarchy is recorded: a second update writes there without joining again.
     rt.ok(&["update", "--cpu-quota", "20000", &id]);
     assert_eq!(
-        std::fs::read_to_string(dir.join("cpu.cfs_quota_us")).unwrap().trim(),
+        std::fs::read_to_string(dir.join("cpu.cfs_quota_us"))
+            .unwrap()
+            .trim(),
         "20000"
     );
     rt.ok(&["delete", "--force", &id]);

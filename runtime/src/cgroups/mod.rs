@@ -425,7 +425,11 @@ impl Cgroup {
                     // Exited meanwhile.
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
                     Err(e) => {
-                        return Err(Error::io("write", format!("{} ({pid})", procs.display()), e))
+                        return Err(Error::io(
+                            "write",
+                            format!("{} ({pid})", procs.display()),
+                            e,
+                        ))
                     }
                 }
             }
@@ -703,7 +707,10 @@ mod tests {
         };
         let plain = Cgroup::plan(&h, None, "c", None);
         assert_eq!(names(&plain.v1), "blkio memory");
-        assert_eq!(names(&plain.v1_unjoined), "cpu cpuset name=systemd perf_event");
+        assert_eq!(
+            names(&plain.v1_unjoined),
+            "cpu cpuset name=systemd perf_event"
+        );
         let res: LinuxResources = serde_json::from_value(serde_json::json!({
             "cpu": {"shares": 512, "cpus": "0"}
         }))
