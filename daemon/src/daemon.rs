@@ -36,6 +36,7 @@ impl Daemon {
             cfg.data_root.join("overlay"),
             cfg.exec_root.join("containers"),
             cfg.exec_root.join("shims"),
+            cfg.exec_root.join("rootfs"),
         ] {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
@@ -78,7 +79,7 @@ impl Daemon {
     pub fn save(&self, c: &Ctr) -> std::io::Result<()> {
         let rec = c.rec().clone();
         let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
-        crate::util::atomic_write(&self.paths(&rec.id).record(), &data)
+        crate::util::write_record(&self.paths(&rec.id).record(), &data, true)
     }
 
     /// Persists a run-time transition (started, exited, paused) atomically but without
@@ -87,7 +88,7 @@ impl Daemon {
     pub fn save_state(&self, c: &Ctr) -> std::io::Result<()> {
         let rec = c.rec().clone();
         let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
-        crate::util::replace_file(&self.paths(&rec.id).record(), &data)
+        crate::util::write_record(&self.paths(&rec.id).record(), &data, false)
     }
 
     /// Publishes a container event with Docker's attributes (name, image, labels).

@@ -127,6 +127,61 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// A container record, written as [`atomic_write`] does (`durable`: with fsyncs) or as
+/// [`replace_file`] does, but the new content trades places with the old one
+/// (renameat2 RENAME_EXCHANGE) instead of replacing it: the old content stays under the
+/// temporary name, where the next save overwrites it. After a record's first two saves no
+/// save makes an inode; on this project's hosts (ext4 without a journal) each one made costs
+/// 46-300 us while the inodes freed in the last seconds are skipped, and a container's
+/// record is saved at create, start and exit. Readers never look at the temporary name.
+pub fn write_record(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    exchange_or_rename(&tmp, path)?;
+    if durable {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Swap `from` and `to` atomically; a plain rename when `to` does not exist yet or the
+/// filesystem cannot exchange.
+fn exchange_or_rename(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (a, b) = (c(from)?, c(to)?);
+    // SAFETY: both paths are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::EINVAL) => fs::rename(from, to),
+        _ => Err(e),
+    }
+}
+
 /// Replaces `path` atomically (temporary file, rename) without waiting for the disk: for
 /// state that is rebuilt from the shims after a power loss, and files under the exec root.
 pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {

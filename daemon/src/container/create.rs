@@ -393,6 +393,7 @@ pub async fn create(
     std::fs::create_dir_all(&paths.dir)?;
     let undo = |e: ApiError| {
         let _ = rootfs::unmount(&paths);
+        let _ = std::fs::remove_dir(&paths.rootfs);
         let _ = std::fs::remove_dir_all(&paths.dir);
         let _ = std::fs::remove_dir_all(&paths.overlay);
         let _ = std::fs::remove_dir_all(&paths.bundle);

@@ -311,7 +311,8 @@ async fn exited(d: &Arc<Daemon>, c: &Arc<Ctr>, info: Option<ExitInfo>) {
     // released.
     if !c.rec().host_config.auto_remove {
         shut_down_shim(d, c).await;
-        let _ = std::fs::remove_dir_all(d.paths(&c.id).bundle);
+        // The /etc files stay for the next start, edits included, as in Docker.
+        let _ = std::fs::remove_file(d.paths(&c.id).bundle.join("config.json"));
     }
     let (code, oom) = match &info {
         Some(i) => (i64::from(i.exit_code), i.oom_killed),
@@ -568,6 +569,18 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
         shut_down_shim(d, c).await;
     }
     rootfs::unmount(&paths).map_err(ApiError::internal)?;
+    // Not recursive: were the overlay somehow still mounted there, this fails instead of
+    // deleting the container's files through it.
+    match std::fs::remove_dir(&paths.rootfs) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "removing {}: {e}",
+                paths.rootfs.display()
+            )))
+        }
+    }
     for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}

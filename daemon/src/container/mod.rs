@@ -97,12 +97,16 @@ impl Ctr {
 pub struct Paths {
     /// `<data-root>/containers/<id>`: record, log, /etc files.
     pub dir: PathBuf,
-    /// `<data-root>/overlay/<id>`: upper, work, merged.
+    /// `<data-root>/overlay/<id>`: upper and work.
     pub overlay: PathBuf,
-    /// `<exec-root>/containers/<id>`: the OCI bundle (config.json).
+    /// `<exec-root>/containers/<id>`: the OCI bundle (config.json) and the /etc files.
     pub bundle: PathBuf,
     /// `<exec-root>/shims/<id>`: the shim's socket and exit record.
     pub shim: PathBuf,
+    /// `<exec-root>/rootfs/<id>`: where the overlay is mounted, on the exec-root's tmpfs (a
+    /// mount point on the data-root's disk is one more inode to make per container). Outside
+    /// the bundle, which is removed recursively: never with a mounted root inside.
+    pub rootfs: PathBuf,
 }
 
 impl Paths {
@@ -114,6 +118,7 @@ impl Paths {
             // A short name: the socket path inside must stay under 108 bytes (SUN_LEN) even
             // under a long --exec-root; 64 random bits do not collide.
             shim: exec_root.join("shims").join(&id[..id.len().min(16)]),
+            rootfs: exec_root.join("rootfs").join(id),
         }
     }
     pub fn record(&self) -> PathBuf {
@@ -123,7 +128,7 @@ impl Paths {
         self.dir.join(format!("{id}-json.log"))
     }
     pub fn merged(&self) -> PathBuf {
-        self.overlay.join("merged")
+        self.rootfs.clone()
     }
 }
 
