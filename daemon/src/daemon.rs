@@ -23,6 +23,8 @@ pub struct Daemon {
     pub netns: crate::netns::Pool,
     /// A berth-shim started ahead of the next container's start.
     pub shims: Arc<crate::container::shim::Pool>,
+    /// Record and overlay directories made ahead of the next creates.
+    pub slots: Arc<crate::container::slots::Slots>,
     pub started: SystemTime,
     pub id: String,
 }
@@ -52,6 +54,8 @@ impl Daemon {
                 id
             }
         };
+        let slots = Arc::new(crate::container::slots::Slots::open(&cfg.data_root));
+        slots.refill();
         Ok(Arc::new(Daemon {
             cfg,
             containers: Mutex::new(Registry::default()),
@@ -61,6 +65,7 @@ impl Daemon {
             exec: Mutex::new(crate::exec::Sessions::default()),
             netns: crate::netns::Pool::start().context("starting the network namespace pool")?,
             shims: Arc::default(),
+            slots,
             started: SystemTime::now(),
             id,
         }))
@@ -117,7 +122,19 @@ impl Daemon {
         let mut loaded = Vec::new();
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if crate::container::slots::Slots::is_slot(&name) {
+                continue;
+            }
             let path: PathBuf = e.path().join("config.v2.json");
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                // A directory slot taken by a create that never answered: nothing of it
+                // was acknowledged.
+                let paths = self.paths(&name);
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                let _ = std::fs::remove_dir_all(&paths.overlay);
+                continue;
+            }
             let rec: Record = match std::fs::read(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|b| Ok(serde_json::from_slice(&b)?))

@@ -840,9 +840,13 @@ fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
             "x\n"
         );
     }
+    // Hidden entries are directory slots made ahead of the next creates.
     let empty = |sub: &str| {
         std::fs::read_dir(d.data_root().join(sub))
-            .map(|r| r.count() == 0)
+            .map(|r| {
+                r.flatten()
+                    .all(|e| e.file_name().to_string_lossy().starts_with(".slot-"))
+            })
             .unwrap_or(true)
     };
     assert!(
@@ -1000,4 +1004,29 @@ fn run_time_files_on_tmpfs_and_nothing_in_the_upper_dir() {
     let entries: Vec<_> = std::fs::read_dir(&upper).unwrap().flatten().collect();
     assert!(entries.is_empty(), "upper dir holds {entries:?}");
     d.ok(&["rm", "-f", &id]);
+}
+
+/// Directory slots (record and overlay directories made ahead of creates) are used by
+/// creates; one taken by a create that died before answering (its record still empty) is
+/// removed by the next berthd, as are unused slots, which it makes anew.
+#[test]
+fn directory_slots_are_used_and_a_dead_creates_slot_is_removed() {
+    let mut d = Berthd::start();
+    let id = d.ok(&["create", "busybox", "true"]).trim().to_string();
+    let dir = d.data_root().join("containers").join(&id);
+    // A slot's record twin and log came with it; the log is named after the container.
+    assert!(dir.join(".config.v2.json.tmp").exists());
+    assert!(dir.join(format!("{id}-json.log")).exists());
+    let dead = "0".repeat(64);
+    let dead_dir = d.data_root().join("containers").join(&dead);
+    std::fs::create_dir(&dead_dir).unwrap();
+    std::fs::write(dead_dir.join("config.v2.json"), "").unwrap();
+    std::fs::create_dir_all(d.data_root().join("overlay").join(&dead).join("upper")).unwrap();
+    d.kill9();
+    d.spawn();
+    assert!(!dead_dir.exists(), "the dead create's slot stayed");
+    assert!(!d.data_root().join("overlay").join(&dead).exists());
+    let all = d.ok(&["ps", "-aq", "--no-trunc"]);
+    assert_eq!(all.trim(), id, "{all}");
+    d.ok(&["rm", &id]);
 }

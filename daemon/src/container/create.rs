@@ -390,7 +390,9 @@ pub async fn create(
         log_max_file: max_file,
     };
     let paths = d.paths(&id);
-    std::fs::create_dir_all(&paths.dir)?;
+    if !d.slots.place(&paths, &id) {
+        std::fs::create_dir_all(&paths.dir)?;
+    }
     let undo = |e: ApiError| {
         let _ = rootfs::unmount(&paths);
         let _ = std::fs::remove_dir(&paths.rootfs);
@@ -430,5 +432,12 @@ pub async fn create(
         return Err(undo(e));
     }
     d.container_event(&ctr, "create", &[]);
+    // The next create's directories, once this one has answered and its start (in a
+    // `docker run`) has gone by: on two cores they would compete with it.
+    let slots = d.slots.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        let _ = tokio::task::spawn_blocking(move || slots.refill()).await;
+    });
     Ok((id, warnings))
 }

@@ -10,6 +10,7 @@ pub mod names;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
+pub mod slots;
 pub mod spec;
 
 use std::collections::HashMap;
