@@ -1030,3 +1030,14 @@ fn directory_slots_are_used_and_a_dead_creates_slot_is_removed() {
     assert_eq!(all.trim(), id, "{all}");
     d.ok(&["rm", &id]);
 }
+
+/// As under Docker, a container sees its own cgroups at /sys/fs/cgroup, read-only, with its
+/// limits (v1 and hybrid hosts: one directory per hierarchy; pure v2: the unified files).
+#[test]
+fn cgroups_are_visible_inside_read_only() {
+    let d = Berthd::start();
+    let script = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; \
+                  mkdir /sys/fs/cgroup/x 2>/dev/null && echo writable || echo read-only";
+    let out = d.ok(&["run", "--rm", "-m", "64m", "busybox", "sh", "-c", script]);
+    assert_eq!(out, "67108864\nread-only\n");
+}

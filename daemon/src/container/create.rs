@@ -399,6 +399,7 @@ pub async fn create(
         let _ = std::fs::remove_dir_all(&paths.dir);
         let _ = std::fs::remove_dir_all(&paths.overlay);
         let _ = std::fs::remove_dir_all(&paths.bundle);
+        d.slots.remove_cgroups(&id);
         e
     };
     rootfs::write_etc_files(&paths.bundle, &rec).map_err(|e| undo(e.into()))?;

@@ -134,7 +134,7 @@ async fn prepare(
             rootfs: &root,
             user,
             etc_dir: &paths.bundle,
-            cgroups_path: format!("/berth/{}", c.id),
+            cgroups_path: super::slots::cgroups_path(&c.id),
             init: init.as_deref(),
             netns: netns_path.as_deref(),
         },
@@ -581,6 +581,7 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
             )))
         }
     }
+    d.slots.remove_cgroups(&c.id);
     for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
