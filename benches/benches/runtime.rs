@@ -34,7 +34,7 @@ fn config(c: &mut Criterion) {
 fn mount_plan(c: &mut Criterion) {
     let bundles = Bundles::create().expect("create benchmark bundles");
     let host = Host::parse(HYBRID_MOUNTINFO, HYBRID_SELF_CGROUP);
-    let cg = Cgroup::plan(&host, None, "bench");
+    let cg = Cgroup::plan(&host, None, "bench", None);
     let ctx = CgroupMountCtx {
         host: &host,
         cgroup: &cg,
@@ -87,7 +87,7 @@ fn cgroup_layout(c: &mut Criterion) {
         "fixture: cgroup2 at /sys/fs/cgroup/unified"
     );
     g.bench_function("cgroup_plan", |b| {
-        b.iter(|| Cgroup::plan(black_box(&host), None, black_box("bench")))
+        b.iter(|| Cgroup::plan(black_box(&host), None, black_box("bench"), None))
     });
     g.finish();
 }
