@@ -32,8 +32,8 @@ mod tests {
         w("pids.current", "3\n");
         w("cpu.stat", "usage_usec 12\nuser_usec 1\n");
         let cg = Cgroup {
-            v1: vec![],
             unified: Some(d.path().to_path_buf()),
+            ..Cgroup::default()
         };
         let s = read(&cg);
         assert_eq!(
