@@ -105,6 +105,14 @@ impl Drop for Containerd {
             .arg(self.dir.path().join("state"))
             .stderr(Stdio::null())
             .status();
+        // The namespace's parent cgroup (/<namespace>/<id> for each task) stays after the
+        // tasks, as with runc: remove it in every hierarchy, or the test leaves cgroups behind
+        // (which also keep hugetlb from moving off cgroup2 for perf/runtime.sh's crun).
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in rd.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.namespace));
+            }
+        }
     }
 }
 
