@@ -44,6 +44,7 @@ cleanup() {
 		rt "$name" delete --force "probe-$name" >/dev/null 2>&1 || true
 	done
 	perf_unbind_hugetlb
+	perf_state_tmpfs_undo "$WORK/state"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT

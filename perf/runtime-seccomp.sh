@@ -71,6 +71,7 @@ cleanup() {
 		done
 	done
 	perf_unbind_hugetlb
+	perf_state_tmpfs_undo "$WORK/state"
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
