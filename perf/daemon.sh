@@ -112,6 +112,9 @@ for d in berth docker; do
 	"$DOCKER" -H "unix://$tmp/$d.sock" rm -f $("$DOCKER" -H "unix://$tmp/$d.sock" ps -aq) >/dev/null
 done
 
+# The CLI's own share: the same commands against a stand-in that answers every request at once.
+DOCKER=$DOCKER python3 "$(dirname "$0")/cli-floor.py" "$RUNS"
+
 echo "== docker ps with $MANY running containers on berthd =="
 s=$(date +%s%N)
 for _ in $(seq "$MANY"); do "$DOCKER" -H "unix://$tmp/berth.sock" run -d --network none busybox:local sleep 3600 >/dev/null; done
