@@ -390,7 +390,8 @@ pub async fn create(
         log_max_file: max_file,
     };
     let paths = d.paths(&id);
-    if !d.slots.place(&paths, &id) {
+    let from_slot = d.slots.place(&paths, &id);
+    if !from_slot {
         std::fs::create_dir_all(&paths.dir)?;
     }
     let undo = |e: ApiError| {
@@ -417,7 +418,7 @@ pub async fn create(
     tokio::spawn(super::lifecycle::prepare_ahead(d.clone(), ctr.clone()));
     let saved = {
         let (d, c) = (d.clone(), ctr.clone());
-        tokio::task::spawn_blocking(move || d.save(&c)).await
+        tokio::task::spawn_blocking(move || d.save_new(&c, from_slot)).await
     };
     let failed = match saved {
         Ok(Ok(())) => None,

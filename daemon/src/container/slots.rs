@@ -161,12 +161,18 @@ impl Slots {
             // The shim's mode for logs.
             (LOG, 0o640),
         ] {
-            fs::OpenOptions::new()
+            let f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
                 .open(dir.join(file))?;
+            // The create writes the record in place and makes only the renamed directory's
+            // entry durable: the record file and the entries must be on disk already.
+            if file == "config.v2.json" {
+                f.sync_all()?;
+            }
         }
+        fs::File::open(&dir)?.sync_all()?;
         let ov = self.overlay.join(name);
         fs::create_dir(&ov)?;
         fs::create_dir(ov.join("upper"))?;
