@@ -735,6 +735,11 @@ fn bad_requests_get_clear_errors() {
         String::from_utf8_lossy(&o.stderr).contains("bridge networking"),
         "{o:?}"
     );
+    let o = d.docker(&["run", "--rm", "--cgroup-parent", "/mine", "busybox", "true"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--cgroup-parent"),
+        "{o:?}"
+    );
     d.ok(&["create", "--name", "dup", "busybox", "true"]);
     let o = d.docker(&["create", "--name", "dup", "busybox", "true"]);
     assert!(

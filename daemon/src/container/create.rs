@@ -59,6 +59,12 @@ fn check_host_config(req: &CreateRequest) -> ApiResult<()> {
             h.cgroupns_mode
         )));
     }
+    if !h.cgroup_parent.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "--cgroup-parent {} is not supported by berthd yet: containers are under /berth",
+            h.cgroup_parent
+        )));
+    }
     if !h.devices.is_empty() {
         return Err(ApiError::bad_request(
             "--device is not supported by berthd yet",

@@ -91,6 +91,8 @@ pub struct HostConfig {
     pub uts_mode: String,
     pub userns_mode: String,
     pub cgroupns_mode: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cgroup_parent: String,
     pub runtime: String,
     #[serde(deserialize_with = "null_default")]
     pub devices: Vec<serde_json::Value>,
