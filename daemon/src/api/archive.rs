@@ -183,6 +183,11 @@ pub async fn put(ctx: &Ctx, id: &str, req: Request<Incoming>) -> ApiResult {
                 )));
             }
         }
+        // Read what follows the end-of-archive blocks (a writer's padding): answering before
+        // the client has sent its whole body closes the connection under its write, and the
+        // CLI reports "broken pipe" for a copy that succeeded.
+        std::io::copy(&mut a.into_inner(), &mut std::io::sink())
+            .map_err(|e| ApiError::bad_request(format!("reading tar: {e}")))?;
         Ok(())
     })
     .await
