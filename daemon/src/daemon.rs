@@ -87,12 +87,11 @@ impl Daemon {
         crate::util::write_record(&self.paths(&rec.id).record(), &data, true)
     }
 
-    /// A new container's first record, durably, with its directory's entry in
-    /// `<data-root>/containers` (made, or renamed from a slot), which a power loss could
-    /// otherwise take with it. `into_slot`: the directory is a slot whose empty record file
-    /// (made durable with the slot) is written in place — one fsync less than a temporary file
-    /// and an exchange; an empty or torn record is one no create acknowledged, and `restore`
-    /// does not load it.
+    /// A new container's first record, durably. `into_slot`: the directory is a slot, whose
+    /// empty record file and directory entries were made durable with it, and the record is
+    /// written in place: one fsync. Otherwise the directory was made by the create, and its
+    /// entry in `<data-root>/containers` is fsynced after the record, or a power loss could
+    /// take it. An empty or torn record is one no create acknowledged: `restore` removes it.
     pub fn save_new(&self, c: &Ctr, into_slot: bool) -> std::io::Result<()> {
         use std::io::Write;
         let rec = c.rec().clone();
@@ -101,10 +100,9 @@ impl Daemon {
         if into_slot {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
             f.write_all(&data)?;
-            f.sync_all()?;
-        } else {
-            crate::util::write_record(&path, &data, true)?;
+            return f.sync_all();
         }
+        crate::util::write_record(&path, &data, true)?;
         std::fs::File::open(self.cfg.data_root.join("containers"))?.sync_all()
     }
 
@@ -144,16 +142,14 @@ impl Daemon {
         for e in std::fs::read_dir(&dir)? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if crate::container::slots::Slots::is_slot(&name) {
+            if self.slots.owns(&name) {
                 continue;
             }
             let path: PathBuf = e.path().join("config.v2.json");
             if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-                // A directory slot taken by a create that never answered: nothing of it
-                // was acknowledged.
-                let paths = self.paths(&name);
-                let _ = std::fs::remove_dir_all(&paths.dir);
-                let _ = std::fs::remove_dir_all(&paths.overlay);
+                // A directory slot of an earlier berthd, or one taken by a create that never
+                // answered: nothing of it was acknowledged.
+                self.slots.remove(&name);
                 continue;
             }
             let rec: Record = match std::fs::read(&path)

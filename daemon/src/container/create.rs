@@ -350,17 +350,6 @@ pub async fn create(
     }
     // "bridge" is for now a private network namespace with loopback only (`docker info`
     // and the README say so); a warning on every create would drown the output.
-    let id = util::random_id();
-    if req.config.hostname.is_empty() {
-        req.config.hostname = if req.host_config.network_mode == "host" {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        } else {
-            id[..12].to_string()
-        };
-    }
     let mounts = mounts(d, &req, &img)?;
     let (max_size, max_file) = {
         let cfg = &req.host_config.log_config.config;
@@ -378,6 +367,21 @@ pub async fn create(
         };
         (size, files)
     };
+    // A directory slot's id when one is ready: its directories and cgroups are made. Taken
+    // once nothing can fail before the record is written.
+    let slot = d.slots.take();
+    let from_slot = slot.is_some();
+    let id = slot.unwrap_or_else(util::random_id);
+    if req.config.hostname.is_empty() {
+        req.config.hostname = if req.host_config.network_mode == "host" {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        } else {
+            id[..12].to_string()
+        };
+    }
     let path = argv.remove(0);
     let rec = Record {
         id: id.clone(),
@@ -396,7 +400,6 @@ pub async fn create(
         log_max_file: max_file,
     };
     let paths = d.paths(&id);
-    let from_slot = d.slots.place(&paths, &id);
     if !from_slot {
         std::fs::create_dir_all(&paths.dir)?;
     }
