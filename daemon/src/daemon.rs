@@ -54,7 +54,10 @@ impl Daemon {
                 id
             }
         };
-        let slots = Arc::new(crate::container::slots::Slots::open(&cfg.data_root));
+        let slots = Arc::new(crate::container::slots::Slots::open(
+            &cfg.data_root,
+            &cfg.exec_root,
+        ));
         slots.refill();
         Ok(Arc::new(Daemon {
             cfg,
@@ -226,21 +229,14 @@ fn exec_root_on_tmpfs(dir: &std::path::Path) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    // SAFETY: all strings are NUL-terminated and outlive the call.
-    let r = unsafe {
-        libc::mount(
-            c"tmpfs".as_ptr(),
-            path.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=0711".as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(e)
-            .with_context(|| format!("mounting a tmpfs on --exec-root {}", dir.display()));
-    }
+    berth_runtime::sys::mount(
+        Some(c"tmpfs"),
+        &path,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(c"mode=0711"),
+    )
+    .with_context(|| format!("mounting a tmpfs on --exec-root {}", dir.display()))?;
     crate::log::info(format_args!(
         "--exec-root {} was on a disk filesystem: mounted a tmpfs there",
         dir.display()

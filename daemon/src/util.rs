@@ -114,17 +114,7 @@ pub fn human_duration(d: Duration) -> String {
 /// Writes `data` to `path` so that a crash at any moment leaves either the old or the new
 /// content: temporary file, fsync, rename, fsync of the directory.
 pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    write_via_tmp(path, data, true, |a, b| fs::rename(a, b))
 }
 
 /// A container record, written as [`atomic_write`] does (`durable`: with fsyncs) or as
@@ -135,22 +125,42 @@ pub fn atomic_write(path: &Path, data: &[u8]) -> io::Result<()> {
 /// 46-300 us while the inodes freed in the last seconds are skipped, and a container's
 /// record is saved at create, start and exit. Readers never look at the temporary name.
 pub fn write_record(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    write_via_tmp(path, data, durable, exchange_or_rename)
+}
+
+/// Replaces `path` atomically (temporary file, rename) without waiting for the disk: for
+/// state that is rebuilt from the shims after a power loss, and files under the exec root.
+pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_via_tmp(path, data, false, |a, b| fs::rename(a, b))
+}
+
+/// `data` into `.<name>.tmp` beside `path`, then `place(tmp, path)`; `durable`: the file is
+/// fsynced before and its directory after.
+fn write_via_tmp(
+    path: &Path,
+    data: &[u8],
+    durable: bool,
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let tmp = tmp_path(path);
     let mut f = fs::File::create(&tmp)?;
     f.write_all(data)?;
     if durable {
         f.sync_all()?;
     }
     drop(f);
-    exchange_or_rename(&tmp, path)?;
+    place(&tmp, path)?;
     if durable {
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// The temporary file beside `path` that its atomic writes go through: `.<name>.tmp`.
+pub fn tmp_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 /// Swap `from` and `to` atomically; a plain rename when `to` does not exist yet or the
@@ -180,18 +190,6 @@ fn exchange_or_rename(from: &Path, to: &Path) -> io::Result<()> {
         Some(libc::ENOENT | libc::EINVAL) => fs::rename(from, to),
         _ => Err(e),
     }
-}
-
-/// Replaces `path` atomically (temporary file, rename) without waiting for the disk: for
-/// state that is rebuilt from the shims after a power loss, and files under the exec root.
-pub fn replace_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    fs::write(&tmp, data)?;
-    fs::rename(&tmp, path)
 }
 
 /// The running kernel's release (`uname -r`), empty when unreadable.

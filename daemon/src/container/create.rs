@@ -406,10 +406,9 @@ pub async fn create(
     let undo = |e: ApiError| {
         let _ = rootfs::unmount(&paths);
         let _ = std::fs::remove_dir(&paths.rootfs);
-        let _ = std::fs::remove_dir_all(&paths.dir);
-        let _ = std::fs::remove_dir_all(&paths.overlay);
         let _ = std::fs::remove_dir_all(&paths.bundle);
-        d.slots.remove_cgroups(&id);
+        // The record and overlay directories and the cgroups made ahead (slot or not).
+        d.slots.remove(&id);
         e
     };
     rootfs::write_etc_files(&paths.bundle, &rec).map_err(|e| undo(e.into()))?;

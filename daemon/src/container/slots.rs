@@ -30,11 +30,14 @@ use std::sync::Mutex;
 
 use berth_runtime::cgroups::{Cgroup, Host};
 
+use super::Paths;
+
 /// Ready slots kept: one per create of a `docker run` loop, plus one for a burst.
 const TARGET: usize = 2;
 
 pub struct Slots {
     data_root: PathBuf,
+    exec_root: PathBuf,
     /// The host's cgroup mounts; None when they could not be read (no cgroups made ahead).
     host: Option<Host>,
     ready: Mutex<Vec<String>>,
@@ -46,9 +49,10 @@ pub fn cgroups_path(id: &str) -> String {
 }
 
 impl Slots {
-    pub fn open(data_root: &Path) -> Slots {
+    pub fn open(data_root: &Path, exec_root: &Path) -> Slots {
         Slots {
             data_root: data_root.to_path_buf(),
+            exec_root: exec_root.to_path_buf(),
             host: Host::detect().ok(),
             ready: Mutex::default(),
         }
@@ -82,8 +86,8 @@ impl Slots {
     /// Removes what a slot (or a container never created) has: its directories and cgroups.
     pub fn remove(&self, id: &str) {
         let paths = self.paths(id);
-        let _ = fs::remove_dir_all(&paths.0);
-        let _ = fs::remove_dir_all(&paths.1);
+        let _ = fs::remove_dir_all(&paths.dir);
+        let _ = fs::remove_dir_all(&paths.overlay);
         self.remove_cgroups(id);
     }
 
@@ -95,12 +99,8 @@ impl Slots {
         }
     }
 
-    /// `containers/<id>` and `overlay/<id>`.
-    fn paths(&self, id: &str) -> (PathBuf, PathBuf) {
-        (
-            self.data_root.join("containers").join(id),
-            self.data_root.join("overlay").join(id),
-        )
+    fn paths(&self, id: &str) -> Paths {
+        Paths::new(&self.data_root, &self.exec_root, id)
     }
 
     /// The v1 cgroup directories a container `id` without limits is put in.
@@ -118,29 +118,30 @@ impl Slots {
 
     fn make(&self, id: &str) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let (dir, overlay) = self.paths(id);
-        fs::create_dir(&dir)?;
-        let log = format!("{id}-json.log");
+        let paths = self.paths(id);
+        let (dir, overlay) = (&paths.dir, &paths.overlay);
+        fs::create_dir(dir)?;
+        let record = paths.record();
         for (file, mode) in [
-            ("config.v2.json", 0o666),
-            (".config.v2.json.tmp", 0o666),
+            (record.clone(), 0o666),
+            (crate::util::tmp_path(&record), 0o666),
             // The shim's mode for logs.
-            (log.as_str(), 0o640),
+            (paths.log(id), 0o640),
         ] {
             let f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
-                .open(dir.join(file))?;
+                .open(&file)?;
             // The create writes the record in place and fsyncs only it: the file and every
             // directory entry on the way to it must be on disk already.
-            if file == "config.v2.json" {
+            if file == record {
                 f.sync_all()?;
             }
         }
-        fs::File::open(&dir)?.sync_all()?;
+        fs::File::open(dir)?.sync_all()?;
         fs::File::open(self.data_root.join("containers"))?.sync_all()?;
-        fs::create_dir(&overlay)?;
+        fs::create_dir(overlay)?;
         fs::create_dir(overlay.join("upper"))?;
         fs::create_dir(overlay.join("work"))?;
         for cg in self.cgroups(id) {
