@@ -156,6 +156,7 @@ perf_berth_runtime() {
 # STATE; split on spaces, so no path may hold one) and ORDER (berth first).
 perf_oci_runtimes() {
 	perf_state_tmpfs "$2"
+	PERF_STATE_ROOT=$2
 	declare -gA RT=(
 		[berth-runtime]="$1 --root $2/berth-runtime"
 		[runc]="runc --root $2/runc"
@@ -169,16 +170,22 @@ perf_oci_runtimes() {
 # on most hosts; on these machines /run and /tmp are on the root ext4, which has no journal and
 # skips recently freed inodes one by one when it makes a new one (46-300 us each after a build
 # or a benchmark freed thousands): 0.4 ms of a berth run, the same for runc and crun, and
-# nothing for the floor, which keeps no state. Undone by perf_state_tmpfs_undo.
+# nothing for the floor, which keeps no state. Undone by perf_oci_teardown.
 perf_state_tmpfs() {
 	mkdir -p "$1"
 	[[ $(stat -f -c %T "$1") == tmpfs ]] || mount -t tmpfs -o mode=0711 tmpfs "$1"
 }
 
-# perf_state_tmpfs_undo DIR: unmount what perf_state_tmpfs mounted (lazily: a runtime's leftover
-# mounts below are detached with it).
-perf_state_tmpfs_undo() {
-	if [[ -d $1 && $(stat -f -c %T "$1") == tmpfs ]]; then umount -l "$1" 2>/dev/null || true; fi
+# perf_oci_teardown WORK: for a clean-up trap after the containers are deleted: hugetlb back on
+# cgroup2 if it was bound for crun, the state roots' tmpfs unmounted (lazily: a runtime's
+# leftover mounts below go with it), WORK removed.
+perf_oci_teardown() {
+	perf_unbind_hugetlb
+	local state=${PERF_STATE_ROOT:-}
+	if [[ -n $state && -d $state && $(stat -f -c %T "$state") == tmpfs ]]; then
+		umount -l "$state" 2>/dev/null || true
+	fi
+	rm -rf "$1"
 }
 
 # rt NAME ARGS...: run runtime NAME (from RT) with its own state root.

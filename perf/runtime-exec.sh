@@ -43,9 +43,7 @@ cleanup() {
 		rt "$name" delete --force "${ID[$name]}" >/dev/null 2>&1 || true
 		rt "$name" delete --force "probe-$name" >/dev/null 2>&1 || true
 	done
-	perf_unbind_hugetlb
-	perf_state_tmpfs_undo "$WORK/state"
-	rm -rf "$WORK"
+	perf_oci_teardown "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -55,9 +55,7 @@ cleanup() {
 			rt "$name" delete --force "$id" >/dev/null 2>&1 || true
 		done
 	done
-	perf_unbind_hugetlb
-	perf_state_tmpfs_undo "$WORK/state"
-	rm -rf "$WORK"
+	perf_oci_teardown "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

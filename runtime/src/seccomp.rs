@@ -175,15 +175,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
     f.seek(SeekFrom::Start(0))
         .and_then(|_| f.read_to_end(&mut bytes))
         .map_err(|e| Error::sys("read seccomp BPF", e))?;
-    let filter = bytes
-        .chunks_exact(8)
-        .map(|c| libc::sock_filter {
-            code: u16::from_ne_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect::<Vec<_>>();
+    let filter = filter_from_bytes(&bytes);
     if filter.is_empty() || filter.len() > u16::MAX as usize {
         return Err(unsupported(format!(
             "BPF program of {} instructions",
@@ -208,6 +200,20 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
 
 /// SCMP_ACT_NOTIFY is usable only with an agent to hand the listener to, and never on the
 /// syscalls that hand it over (the child would wait for an agent that has no listener yet).
+/// Classic BPF instructions in their in-memory layout (8 bytes each, native endian), as
+/// libseccomp exports them and the cache stores them.
+fn filter_from_bytes(bytes: &[u8]) -> Vec<libc::sock_filter> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect()
+}
+
 fn notify_listener(s: &LinuxSeccomp) -> Result<Option<Listener>> {
     const NOTIFY: &str = "SCMP_ACT_NOTIFY";
     if name_of(&s.default_action()) == NOTIFY {

@@ -43,11 +43,9 @@ fn without_mount_ns(b: &mut Bundle, root: &Path) {
     });
 }
 
-#[test]
-fn without_a_mount_namespace_the_container_shares_ours_and_delete_unmounts() {
-    let rt = Runtime::new();
-    let root = private_rootfs();
-    let own_root_propagation = std::fs::read_to_string("/proc/self/mountinfo")
+/// The optional fields (propagation) of our mount namespace's / in mountinfo.
+fn root_propagation() -> Option<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .find(|l| l.split(' ').nth(4) == Some("/"))
@@ -59,7 +57,14 @@ fn without_a_mount_namespace_the_container_shares_ours_and_delete_unmounts() {
                 .skip(6)
                 .collect::<Vec<_>>()
                 .join(" ")
-        });
+        })
+}
+
+#[test]
+fn without_a_mount_namespace_the_container_shares_ours_and_delete_unmounts() {
+    let rt = Runtime::new();
+    let root = private_rootfs();
+    let own_root_propagation = root_propagation();
     let id = unique_id("nsinherit");
     let mut b = Bundle::new(&["sleep", "100"]);
     without_mount_ns(&mut b, root.path());
@@ -89,19 +94,7 @@ fn without_a_mount_namespace_the_container_shares_ours_and_delete_unmounts() {
     );
     rt.ok(&["delete", "--force", &id]);
     assert_eq!(mounts_under(root.path()), 0, "mounts left under the rootfs");
-    let after = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some("/"))
-        .map(|l| {
-            l.split(" - ")
-                .next()
-                .unwrap()
-                .split(' ')
-                .skip(6)
-                .collect::<Vec<_>>()
-                .join(" ")
-        });
+    let after = root_propagation();
     assert_eq!(
         own_root_propagation, after,
         "the host's / changed propagation"

@@ -149,15 +149,7 @@ fn parse(bytes: &[u8], key: &[u8]) -> Option<Program> {
     {
         return None;
     }
-    let filter = bytes[HEADER + key_len..]
-        .chunks_exact(8)
-        .map(|c| libc::sock_filter {
-            code: u16::from_ne_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect();
+    let filter = super::filter_from_bytes(&bytes[HEADER + key_len..]);
     Some(Program {
         filter,
         flags: libc::c_ulong::try_from(flags).ok()?,
