@@ -14,12 +14,10 @@ fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-/// Mounts the overlay at `paths.merged()` unless it is already mounted there.
+/// Mounts the overlay at `paths.merged()`; the caller (`lifecycle::ensure_rootfs`) has seen
+/// that nothing is mounted there yet.
 pub fn mount(paths: &Paths, lowerdirs: &[PathBuf]) -> io::Result<()> {
     let merged = paths.merged();
-    if is_mountpoint(&merged)? {
-        return Ok(());
-    }
     let upper = paths.overlay.join("upper");
     let work = paths.overlay.join("work");
     for d in [&upper, &work, &merged] {
