@@ -100,19 +100,13 @@ hyperfine -N --style basic --warmup "$WARMUP" --runs "$RUNS" --export-json "$HF_
 	"${hf_args[@]}"
 echo
 
-python3 - "$HF_JSON" "$CRUN_NOTE" <<'EOF'
-import json, sys
+PYTHONPATH=$(dirname "${BASH_SOURCE[0]}") python3 - "$HF_JSON" "$CRUN_NOTE" <<'EOF'
+import sys
+import hftable
 
 hf_path, crun_note = sys.argv[1:]
-res = {r["command"]: r for r in json.load(open(hf_path))["results"]}
-ms = lambda s: s * 1000.0
-print(f"{'exec by':<15} {'median ms':>10} {'mean ± stddev ms':>20} {'min ms':>8} {'max ms':>8}")
-for name, r in res.items():
-    print(f"{name:<15} {ms(r['median']):>10.2f} {ms(r['mean']):>11.2f} ± {ms(r['stddev']):<6.2f}"
-          f" {ms(r['min']):>8.2f} {ms(r['max']):>8.2f}")
-if crun_note:
-    print(f"{'crun':<15} {'unavailable':>10}   ({crun_note})")
-print()
+res = hftable.load(hf_path)
+hftable.print_table(res, "exec by", crun_note)
 med = {name: r["median"] for name, r in res.items()}
 print("ratios of medians:")
 for num, den in (("runc", "berth-runtime"), ("crun", "berth-runtime"), ("berth-runtime", "floor")):

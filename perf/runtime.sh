@@ -138,20 +138,13 @@ for name in "${ORDER[@]}"; do
 done
 
 # ---------------------------------------------------------------------------------------------
-python3 - "$HF_JSON" "$PHASES_JSON" "$PHASE_RUNS" "$CRUN_NOTE" "${phase_files[@]}" <<'EOF'
+PYTHONPATH=$(dirname "${BASH_SOURCE[0]}") python3 - "$HF_JSON" "$PHASES_JSON" "$PHASE_RUNS" "$CRUN_NOTE" "${phase_files[@]}" <<'EOF'
 import json, statistics, sys
+import hftable
 
 hf_path, phases_path, phase_runs, crun_note, *phase_args = sys.argv[1:]
-res = {r["command"]: r for r in json.load(open(hf_path))["results"]}
-ms = lambda s: s * 1000.0
-
-print(f"{'runtime':<15} {'median ms':>10} {'mean ± stddev ms':>20} {'min ms':>8} {'max ms':>8}")
-for name, r in res.items():
-    print(f"{name:<15} {ms(r['median']):>10.2f} {ms(r['mean']):>11.2f} ± {ms(r['stddev']):<6.2f}"
-          f" {ms(r['min']):>8.2f} {ms(r['max']):>8.2f}")
-if crun_note:
-    print(f"{'crun':<15} {'unavailable':>10}   ({crun_note})")
-print()
+res = hftable.load(hf_path)
+hftable.print_table(res, "runtime", crun_note)
 
 med = {name: r["median"] for name, r in res.items()}
 def ratio(label, num, den, target=None, higher_is_better=True):
