@@ -118,8 +118,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        // Containers keep running under their shims; only the API goes away.
+        // Containers keep running under their shims; only the API goes away, with what was
+        // made ahead for containers not yet created.
         berthd::log::info(format_args!("berthd stopping; containers keep running"));
+        daemon.slots.clear();
         for h in &hosts {
             if let Some(p) = h.strip_prefix("unix://") {
                 let _ = std::fs::remove_file(p);

@@ -1044,6 +1044,103 @@ fn directory_slots_are_used_and_a_dead_creates_slot_is_removed() {
     d.ok(&["rm", &id]);
 }
 
+/// The slots (see `directory_slots_are_used...`) with their overlay mounted: ids under
+/// `<exec-root>/rootfs` whose record is still empty.
+fn mounted_slots(d: &Berthd) -> Vec<String> {
+    let rootfs = d.exec_root().join("rootfs").display().to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(|mp| mp.strip_prefix(&rootfs)?.strip_prefix('/'))
+        .filter(|id| {
+            let rec = d
+                .data_root()
+                .join("containers")
+                .join(id)
+                .join("config.v2.json");
+            std::fs::metadata(rec).is_ok_and(|m| m.len() == 0)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Slots made after a create are mounted for its image: the next create of that image takes
+/// a root already mounted, a create of another image gets its own root, removing an image
+/// unmounts every slot, and a stopped berthd leaves no slot behind (directories, mounts,
+/// cgroups).
+#[test]
+fn slots_are_mounted_ahead_for_the_last_image() {
+    let mut d = Berthd::start();
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    let wait_mounted = |d: &Berthd| {
+        assert!(
+            d.eventually(Duration::from_secs(5), || !mounted_slots(d).is_empty()),
+            "no slot was mounted: {}",
+            common::tail(&d.log(), 20)
+        )
+    };
+    wait_mounted(&d);
+    let ahead = mounted_slots(&d);
+    let id = d.ok(&["create", "busybox", "true"]).trim().to_string();
+    assert!(
+        ahead.contains(&id),
+        "{id} was not one of the mounted slots {ahead:?}"
+    );
+
+    // Another image: busybox plus /marker. A slot mounted for busybox must not serve it,
+    // nor one mounted for it a busybox container.
+    let other = d.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("marker"), "other\n").unwrap();
+    let tar = d.dir.path().join("other.tar");
+    std::fs::copy(common::busybox_tar(), &tar).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&other)
+        .arg("-rf")
+        .arg(&tar)
+        .arg("./marker")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    d.ok(&["import", tar.to_str().unwrap(), "other:1"]);
+    wait_mounted(&d);
+    assert_eq!(
+        d.ok(&["run", "--rm", "other:1", "cat", "/marker"]),
+        "other\n"
+    );
+    wait_mounted(&d);
+    let o = d.docker(&["run", "--rm", "busybox", "cat", "/marker"]);
+    assert_eq!(o.status.code(), Some(1), "busybox saw /marker: {o:?}");
+    d.ok(&["rm", &id]);
+
+    wait_mounted(&d);
+    d.ok(&["rmi", "other:1"]);
+    assert_eq!(mounted_slots(&d), Vec::<String>::new());
+
+    // Mounted again for the next create's image.
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    wait_mounted(&d);
+    let slots: Vec<String> = std::fs::read_dir(d.data_root().join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!slots.is_empty());
+    d.stop();
+    let left: Vec<_> = std::fs::read_dir(d.data_root().join("containers"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "slots left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&d.exec_root().join("rootfs").display().to_string()));
+    for id in &slots {
+        for dir in ["/sys/fs/cgroup/memory/berth", "/sys/fs/cgroup/pids/berth"] {
+            let cg = std::path::Path::new(dir).join(id);
+            assert!(!cg.exists(), "{} stayed", cg.display());
+        }
+    }
+}
+
 /// As under Docker, a container sees its own cgroups at /sys/fs/cgroup, read-only, with its
 /// limits (v1 and hybrid hosts: one directory per hierarchy; pure v2: the unified files).
 #[test]

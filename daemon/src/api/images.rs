@@ -165,9 +165,13 @@ pub async fn prune(ctx: &Ctx) -> ApiResult {
         .iter()
         .any(|v| v == "false" || v == "0");
     let d = ctx.d.clone();
-    let report = tokio::task::spawn_blocking(move || d.images.prune(!all, &|id| user_of(&d, id)))
-        .await
-        .map_err(ApiError::internal)??;
+    let report = tokio::task::spawn_blocking(move || {
+        // No layer may go while a directory slot has it mounted.
+        d.slots.release_mounts();
+        d.images.prune(!all, &|id| user_of(&d, id))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     ok_json(&report)
 }
 
@@ -179,6 +183,8 @@ pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
         let noprune = ctx.query.flag("noprune");
         let name = joined.clone();
         let out = tokio::task::spawn_blocking(move || {
+            // No layer may go while a directory slot has it mounted.
+            d.slots.release_mounts();
             d.images
                 .remove(&name, force, noprune, &|id| user_of(&d, id))
         })

@@ -371,7 +371,10 @@ pub async fn create(
     // once nothing can fail before the record is written.
     let slot = d.slots.take();
     let from_slot = slot.is_some();
-    let id = slot.unwrap_or_else(util::random_id);
+    let (id, premounted) = match slot {
+        Some(s) => (s.id, s.mounted),
+        None => (util::random_id(), None),
+    };
     if req.config.hostname.is_empty() {
         req.config.hostname = if req.host_config.network_mode == "host" {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -411,6 +414,10 @@ pub async fn create(
         d.slots.remove(&id);
         e
     };
+    if premounted.is_some_and(|m| m != rec.image_id) {
+        // The slot was mounted for another image.
+        rootfs::unmount(&paths).map_err(|e| undo(ApiError::internal(e)))?;
+    }
     rootfs::write_etc_files(&paths.bundle, &rec).map_err(|e| undo(e.into()))?;
     let ctr = Ctr::new(rec);
     // The overlay is mounted by the start's preparation (below, ahead of the start), while
@@ -444,12 +451,19 @@ pub async fn create(
         return Err(undo(e));
     }
     d.container_event(&ctr, "create", &[]);
-    // The next create's directories, once this one has answered and its start (in a
-    // `docker run`) has gone by: on two cores they would compete with it.
-    let slots = d.slots.clone();
+    // The next create's directories, mounted for this create's image, once this one has
+    // answered and its start (in a `docker run`) has gone by: on two cores they would
+    // compete with it.
+    let (d, image_id) = (d.clone(), ctr.rec().image_id.clone());
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(15)).await;
-        let _ = tokio::task::spawn_blocking(move || slots.refill()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(dirs) = super::lifecycle::image_lowers(&d, &image_id) {
+                d.slots.mount_for(super::slots::Lower { image_id, dirs });
+            }
+            d.slots.refill()
+        })
+        .await;
     });
     Ok((id, warnings))
 }

@@ -14,19 +14,26 @@ use crate::daemon::Daemon;
 use crate::http::{ApiError, ApiResult};
 use crate::util;
 
-/// Mounts the container's overlay (idempotent) and returns the merged root.
-pub fn ensure_rootfs(d: &Daemon, c: &Ctr) -> ApiResult<PathBuf> {
-    let image_id = c.rec().image_id.clone();
-    let paths = d.paths(&c.id);
-    let mut lower = crate::image::ImageId::parse(&image_id)
+/// The overlay lower layers a container of image `image_id` is mounted with: the image's
+/// layers under its shared init layer, topmost first.
+pub fn image_lowers(d: &Daemon, image_id: &str) -> ApiResult<Vec<PathBuf>> {
+    let mut lower = crate::image::ImageId::parse(image_id)
         .and_then(|id| d.images.lowerdirs(&id))
         .map_err(|e| ApiError::internal(format!("layers of image {image_id}: {e}")))?;
-    if rootfs::is_mountpoint(&paths.merged()).unwrap_or(false) {
-        return Ok(paths.merged());
-    }
     let init = rootfs::init_layer(&d.cfg.data_root, &lower)
         .map_err(|e| ApiError::internal(format!("init layer of image {image_id}: {e}")))?;
     lower.insert(0, init);
+    Ok(lower)
+}
+
+/// Mounts the container's overlay (idempotent: a create from a slot may find it mounted)
+/// and returns the merged root.
+pub fn ensure_rootfs(d: &Daemon, c: &Ctr) -> ApiResult<PathBuf> {
+    let paths = d.paths(&c.id);
+    if rootfs::is_mountpoint(&paths.merged()).unwrap_or(false) {
+        return Ok(paths.merged());
+    }
+    let lower = image_lowers(d, &c.rec().image_id)?;
     rootfs::mount(&paths, &lower).map_err(ApiError::internal)?;
     Ok(paths.merged())
 }

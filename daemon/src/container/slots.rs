@@ -20,6 +20,15 @@
 //! joins them; it writes their limits as for cgroups it made. (The cgroup v2 directory is
 //! still made by the runtime.)
 //!
+//! A slot made after a create is also mounted ahead: the overlay of the image that create
+//! used (its layers under the slot's upper dir, at the slot's rootfs path), as the start's
+//! preparation would mount it. Mounting an overlay costs 0.5-1 ms here (overlayfs makes and
+//! probes four inodes in its work dir on the data-root's disk), and that preparation runs
+//! between a `docker run`'s create and its start, while the client waits. A create of the
+//! same image finds its root mounted; a create of another image unmounts it (~0.05 ms) and
+//! mounts its own. Removing or pruning images unmounts every slot first, so no layer is
+//! deleted under a mount.
+//!
 //! An unused slot and the slot of a create that never answered look the same on disk: a
 //! container directory whose record is empty. `restore` removes those it does not own.
 
@@ -40,7 +49,32 @@ pub struct Slots {
     exec_root: PathBuf,
     /// The host's cgroup mounts; None when they could not be read (no cgroups made ahead).
     host: Option<Host>,
-    ready: Mutex<Vec<String>>,
+    ready: Mutex<Vec<Slot>>,
+    /// The image new slots are mounted for (the last one created from). Held while a slot is
+    /// mounted, so that removing an image waits for that mount and then undoes it.
+    image: Mutex<Option<Lower>>,
+}
+
+/// A slot waiting to be taken.
+struct Slot {
+    id: String,
+    /// The image whose overlay is mounted at the slot's rootfs, if any.
+    mounted: Option<String>,
+}
+
+/// An image's overlay lower layers, as a container of it is mounted.
+#[derive(Clone)]
+pub struct Lower {
+    pub image_id: String,
+    /// Topmost first, the shared init layer included.
+    pub dirs: Vec<PathBuf>,
+}
+
+/// A slot taken for a new container.
+pub struct Taken {
+    pub id: String,
+    /// The image whose overlay is already mounted at the container's rootfs, if any.
+    pub mounted: Option<String>,
 }
 
 /// The cgroup path berthd gives a container (its config's cgroupsPath).
@@ -55,37 +89,85 @@ impl Slots {
             exec_root: exec_root.to_path_buf(),
             host: Host::detect().ok(),
             ready: Mutex::default(),
+            image: Mutex::default(),
         }
     }
 
-    /// A ready slot's id, taken for a new container; None when none is ready.
-    pub fn take(&self) -> Option<String> {
-        self.ready.lock().unwrap().pop()
+    /// A ready slot, taken for a new container; None when none is ready.
+    pub fn take(&self) -> Option<Taken> {
+        let s = self.ready.lock().unwrap().pop()?;
+        Some(Taken {
+            id: s.id,
+            mounted: s.mounted,
+        })
     }
 
     /// Whether `id` is a slot waiting to be taken (its record is empty by design).
     pub fn owns(&self, id: &str) -> bool {
-        self.ready.lock().unwrap().iter().any(|s| s == id)
+        self.ready.lock().unwrap().iter().any(|s| s.id == id)
+    }
+
+    /// The image the next slots are mounted for: the one a container was just created from.
+    /// Blocking (it waits for a slot being mounted): call it where `refill` is called.
+    pub fn mount_for(&self, lower: Lower) {
+        *self.image.lock().unwrap() = Some(lower);
+    }
+
+    /// Unmounts every ready slot's overlay and mounts no more until the next create: an
+    /// image's layers are about to be removed. Blocking.
+    pub fn release_mounts(&self) {
+        let mut image = self.image.lock().unwrap();
+        *image = None;
+        for s in self.ready.lock().unwrap().iter_mut() {
+            if s.mounted.take().is_some() {
+                let paths = self.paths(&s.id);
+                if let Err(e) = super::rootfs::unmount(&paths) {
+                    crate::log::warn(format_args!("slot {}: {e}", s.id));
+                }
+            }
+        }
     }
 
     /// Makes slots until [`TARGET`] are ready. Blocking: run it off the async threads.
     pub fn refill(&self) {
         while self.ready.lock().unwrap().len() < TARGET {
             let id = crate::util::random_id();
-            match self.make(&id) {
-                Ok(()) => self.ready.lock().unwrap().push(id),
-                Err(e) => {
-                    crate::log::warn(format_args!("making directory slot {id}: {e}"));
-                    self.remove(&id);
-                    return;
-                }
+            if let Err(e) = self.make(&id) {
+                crate::log::warn(format_args!("making directory slot {id}: {e}"));
+                self.remove(&id);
+                return;
             }
+            // Mounted and made ready under the image lock: `release_mounts` sees every mount.
+            let image = self.image.lock().unwrap();
+            let mounted = match image.as_ref() {
+                Some(lower) => match super::rootfs::mount(&self.paths(&id), &lower.dirs) {
+                    Ok(()) => Some(lower.image_id.clone()),
+                    Err(e) => {
+                        crate::log::warn(format_args!("mounting slot {id}: {e}"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            self.ready.lock().unwrap().push(Slot { id, mounted });
         }
     }
 
-    /// Removes what a slot (or a container never created) has: its directories and cgroups.
+    /// Removes every ready slot (berthd is stopping): their directories, mounts and cgroups
+    /// would otherwise outlive a data-root that is removed after.
+    pub fn clear(&self) {
+        let ready = std::mem::take(&mut *self.ready.lock().unwrap());
+        for s in ready {
+            self.remove(&s.id);
+        }
+    }
+
+    /// Removes what a slot (or a container never created) has: its rootfs mount, its
+    /// directories and cgroups.
     pub fn remove(&self, id: &str) {
         let paths = self.paths(id);
+        let _ = super::rootfs::unmount(&paths);
+        let _ = fs::remove_dir(&paths.rootfs);
         let _ = fs::remove_dir_all(&paths.dir);
         let _ = fs::remove_dir_all(&paths.overlay);
         self.remove_cgroups(id);

@@ -142,6 +142,23 @@ impl Berthd {
         }
     }
 
+    /// Stops berthd as a service manager would (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(DOCKER);
         c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
@@ -230,7 +247,9 @@ impl Drop for Berthd {
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
             let _ = self.docker(&["rm", "-f", id]);
         }
-        self.kill9();
+        // Stopped, not killed: what berthd made ahead (slots: directories, mounts, cgroups
+        // outside the temp dir) goes with it.
+        self.stop();
         // Overlay mounts left by a failed test would keep the temp dir busy.
         if let Ok(m) = std::fs::read_to_string("/proc/self/mountinfo") {
             let base = self.dir.path().display().to_string();
