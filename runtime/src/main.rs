@@ -284,6 +284,7 @@ fn create_options(root: &Path, a: CreateArgs) -> CreateOptions {
         preserve_fds: a.preserve_fds,
         no_pivot: a.no_pivot,
         stdio: None,
+        park: false,
     }
 }
 

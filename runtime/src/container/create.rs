@@ -36,6 +36,8 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Descriptors to become the container's stdin/stdout/stderr (the caller's own when None).
     pub stdio: Option<[RawFd; 3]>,
+    /// Library only ([`create_parked`]): stop the init before its program.
+    pub park: bool,
 }
 
 /// A container whose init is set up (and, for `run`, already exec'd).
@@ -51,6 +53,112 @@ pub struct Spawned {
 /// parent (the shim calls this in-process and reaps it through `Spawned::pidfd`).
 pub fn create(opts: &CreateOptions) -> Result<Spawned> {
     spawn(opts, Mode::Create)
+}
+
+/// A container created parked: everything set up but its program, which its init waits
+/// for (see `init::late`). [`claim`] gives it one; dropping it leaves the init waiting, so
+/// a caller that gives up kills it and deletes the container.
+pub struct Parked {
+    spawned: Spawned,
+    root: PathBuf,
+    sync: OwnedFd,
+    plan: ChildPlan,
+    names: PlanNames,
+    spec: Spec,
+    _arena: init::late::ArenaMemory,
+}
+
+impl Parked {
+    pub fn container(&self) -> &Container {
+        &self.spawned.container
+    }
+
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.spawned.pidfd.as_fd()
+    }
+}
+
+/// `create`, stopped before the program: a container made ahead of the request that will
+/// name its program. Not for a terminal, hooks, a user namespace or a seccomp notify
+/// listener (refused); `opts.park` is implied.
+pub fn create_parked(opts: &CreateOptions) -> Result<Parked> {
+    let opts = CreateOptions {
+        park: true,
+        ..opts.clone()
+    };
+    let (spawned, parts) = spawn_parts(&opts, Mode::Create)?;
+    let (sync, plan, names, spec, arena) = parts.expect("parked");
+    Ok(Parked {
+        spawned,
+        root: opts.root.clone(),
+        sync,
+        plan,
+        names,
+        spec,
+        _arena: arena,
+    })
+}
+
+/// The parked container's program, from `bundle`'s config.json: the config must be the
+/// parked one but for `process` args, env, cwd, user and rlimits. On success the container
+/// is created as by `create` (its init waits on exec.fifo); on failure it is destroyed.
+pub fn claim(mut p: Parked, bundle: &Path) -> Result<Spawned> {
+    let claimed = (|| {
+        let new = spec::load(bundle)?;
+        let config = new.dir.join("config.json");
+        if without_program(&new.spec) != without_program(&p.spec) {
+            return Err(Error::InvalidConfig {
+                path: config,
+                msg: "differs from the parked container's in more than its program".into(),
+            });
+        }
+        let process = new.spec.process().as_ref().expect("validated");
+        let mut names = PlanNames::default();
+        let got = super::process::plan(process, &config, None, None, &mut names)?;
+        let pp = &mut p.plan.process;
+        pp.rlimits = got.rlimits;
+        pp.uid = got.uid;
+        pp.gid = got.gid;
+        pp.additional_gids = got.additional_gids;
+        pp.umask = got.umask;
+        pp.cwd = got.cwd;
+        pp.exec_candidates = got.exec_candidates;
+        pp.argv = got.argv;
+        pp.envp = got.envp;
+        p.names.rlimits = names.rlimits;
+        let msg = init::late::encode(pp).ok_or_else(|| Error::InvalidConfig {
+            path: config.clone(),
+            msg: "the program is too large for a parked container".into(),
+        })?;
+        sys::write_all(p.sync.as_fd(), &msg)
+            .map_err(|e| Error::sys("send the program to the parked container", e))?;
+        // The parent's view: what follows is the init's ready report, as for `create`.
+        p.plan.park = None;
+        await_child(&p.plan, &p.names, &p.sync, Mode::Create, None)
+    })();
+    match claimed {
+        Ok(()) => Ok(p.spawned),
+        Err(e) => {
+            let _ = sys::pidfd_send_signal(p.spawned.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::waitid_pidfd(p.spawned.pidfd.as_fd(), false);
+            let id = p.spawned.container.record.id.clone();
+            let _ = super::delete(&p.root, &id, true);
+            Err(e)
+        }
+    }
+}
+
+/// `spec` with the program a parked container is given late taken out.
+fn without_program(spec: &Spec) -> Spec {
+    let mut s = spec.clone();
+    if let Some(p) = s.process_mut() {
+        p.set_args(None)
+            .set_env(None)
+            .set_cwd(PathBuf::from("/"))
+            .set_user(Default::default())
+            .set_rlimits(None);
+    }
+    s
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,6 +196,14 @@ impl Drop for Cleanup<'_> {
 }
 
 pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
+    spawn_parts(opts, mode).map(|(s, _)| s)
+}
+
+/// What a parked create keeps for the claim: the sync socket, the plan, its names, the
+/// config and the arena.
+type ParkedParts = (OwnedFd, ChildPlan, PlanNames, Spec, init::late::ArenaMemory);
+
+fn spawn_parts(opts: &CreateOptions, mode: Mode) -> Result<(Spawned, Option<ParkedParts>)> {
     validate_id(&opts.id)?;
     let bundle = spec::load(&opts.bundle)?;
     let spec = &bundle.spec;
@@ -118,6 +234,38 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         }
     }
     let terminal = process.terminal().unwrap_or(false);
+    if opts.park {
+        let hooks = spec.hooks().as_ref().is_some_and(|h| {
+            h.prestart().is_some()
+                || h.create_runtime().is_some()
+                || h.create_container().is_some()
+                || h.start_container().is_some()
+                || h.poststart().is_some()
+                || h.poststop().is_some()
+        });
+        let userns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        let listener = linux
+            .seccomp()
+            .as_ref()
+            .is_some_and(|s| s.listener_path().is_some());
+        let why = [
+            (mode != Mode::Create, "only a create"),
+            (terminal, "a terminal"),
+            (hooks, "hooks"),
+            (userns, "a user namespace"),
+            (listener, "a seccomp notify listener"),
+        ];
+        if let Some((_, what)) = why.iter().find(|(set, _)| *set) {
+            return Err(Error::InvalidConfig {
+                path: bundle.dir.join("config.json"),
+                msg: format!("a parked container cannot have {what}"),
+            });
+        }
+    }
     // Compiled before any side effect: a filter libseccomp refuses changes nothing.
     let seccomp = linux
         .seccomp()
@@ -189,6 +337,11 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
     plan.sync = sync_w.as_raw_fd();
     plan.go = Some(go_r.as_raw_fd());
     plan.go_parent = Some(go_w.as_raw_fd());
+    let arena = opts.park.then(|| {
+        let (arena, memory) = init::late::Arena::new();
+        plan.park = Some(arena);
+        memory
+    });
     let pidns = pidns
         .as_ref()
         .map(|(fd, path)| (fd.as_fd(), path.as_path()));
@@ -212,7 +365,7 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         &names,
         id_maps.as_ref(),
         &cgroup,
-        (sync_r, go_w),
+        (&sync_r, go_w),
         mode,
     );
     if let Err(e) = released {
@@ -271,11 +424,13 @@ pub(super) fn spawn(opts: &CreateOptions, mode: Mode) -> Result<Spawned> {
         return Err(e);
     }
     cleanup.armed = false;
-    Ok(Spawned {
+    let spawned = Spawned {
         container,
         pidfd,
         console,
-    })
+    };
+    let parked = arena.map(|a| (sync_r, plan, names, bundle.spec.clone(), a));
+    Ok((spawned, parked))
 }
 
 /// From a cloned init to one that is ready (create) or has exec'd (run): its id maps, the
@@ -291,7 +446,7 @@ fn release(
     names: &PlanNames,
     id_maps: Option<&(Vec<u8>, Vec<u8>)>,
     cgroup: &Cgroup,
-    (sync_r, go_w): (OwnedFd, OwnedFd),
+    (sync_r, go_w): (&OwnedFd, OwnedFd),
     mode: Mode,
 ) -> Result<()> {
     if let Some((uid_map, gid_map)) = id_maps {
@@ -328,8 +483,8 @@ fn release(
     // If the child failed before taking the go byte, its own report says why; one that only
     // says the go byte never came is our failure, which `e` tells better.
     match joined {
-        Ok(()) => await_child(plan, names, &sync_r, mode, agent.as_ref()),
-        Err(e) => match await_child_after(plan, names, &sync_r, mode, agent.as_ref(), true) {
+        Ok(()) => await_child(plan, names, sync_r, mode, agent.as_ref()),
+        Err(e) => match await_child_after(plan, names, sync_r, mode, agent.as_ref(), true) {
             Err(child @ Error::Init(_)) => Err(child),
             _ => Err(e),
         },
@@ -523,7 +678,12 @@ fn await_child_after(
             let n = read_full(sync.as_fd(), &mut detail)?;
             return Err(Error::Init(init::describe(plan, &f, names, &detail[..n])));
         }
-        if r.tag == init::TAG_READY && mode == Mode::Create {
+        // A parked init reports parked where another reports ready.
+        let ready = match plan.park {
+            Some(_) => init::TAG_PARKED,
+            None => init::TAG_READY,
+        };
+        if r.tag == ready && mode == Mode::Create {
             return Ok(());
         }
     }
@@ -749,6 +909,7 @@ fn prepare(
         join_userns,
         create_hooks,
         start_hooks,
+        park: None,
     };
     Ok(Prepared {
         plan,

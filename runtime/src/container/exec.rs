@@ -144,6 +144,7 @@ pub fn exec(root: &std::path::Path, id: &str, opts: &ExecOptions) -> Result<Exec
         join_userns: None,
         create_hooks: None,
         start_hooks: None,
+        park: None,
     };
     let (child, pidfd) = fork_child(
         &mut plan,

@@ -12,7 +12,7 @@ mod run;
 mod start;
 mod update;
 
-pub use create::{create, CreateOptions, Spawned};
+pub use create::{claim, create, create_parked, CreateOptions, Parked, Spawned};
 pub use delete::delete;
 pub use exec::{exec, exec_and_wait, ExecOptions, Execed};
 pub use kill::{kill, parse_signal};

@@ -14,10 +14,12 @@ use crate::sys::{self, FdPath, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS};
 /// CLONE_NEWTIME (not in every libc crate version).
 pub const CLONE_NEWTIME: libc::c_int = 0x80;
 
+pub mod late;
 mod report;
 
 pub use report::{
-    describe, Failure, PlanNames, Report, Step, TAG_FAILED, TAG_READY, TAG_SECCOMP_LISTENER,
+    describe, Failure, PlanNames, Report, Step, TAG_FAILED, TAG_PARKED, TAG_READY,
+    TAG_SECCOMP_LISTENER,
 };
 type Res<T> = std::result::Result<T, Failure>;
 
@@ -158,6 +160,9 @@ pub struct ChildPlan {
     pub create_hooks: Option<in_container::Plan>,
     /// startContainer hooks: run once released, right before execve.
     pub start_hooks: Option<in_container::Plan>,
+    /// Park once the container is set up: report `TAG_PARKED`, then read the program from
+    /// the sync socket into this memory (see [`late`]).
+    pub park: Option<late::Arena>,
 }
 
 /// Run in the child after clone3; never returns.
@@ -269,11 +274,36 @@ fn setup(
     if let Some(r) = &p.rootfs {
         finish_rootfs(r)?;
     }
+    if let Some(arena) = &p.park {
+        // SAFETY: the sync socket stays open until exec (it is close-on-exec).
+        let sync = unsafe { BorrowedFd::borrow_raw(p.sync) };
+        let parked = Report::tagged(TAG_PARKED).to_bytes();
+        sys::write_all(sync, &parked).map_err(fail(Step::Park, 0))?;
+        let mut gids = [0; late::MAX_GIDS];
+        let prog = late::receive(sync, arena, &mut gids).map_err(fail(Step::Park, 1))?;
+        return run_program(p, &prog.view, prog.argv, prog.envp, out, released);
+    }
+    run_program(p, &late::View::of(&p.process), argv, envp, out, released)
+}
+
+/// From a set-up container to its program: the terminal, limits, credentials, capabilities
+/// and seccomp filter, then the start gate and execve. `v` is the program's half of the
+/// process: the plan's own, or a parked init's claim.
+fn run_program(
+    p: &ChildPlan,
+    v: &late::View<'_>,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    out: &mut Output,
+    released: &mut Option<OwnedFd>,
+) -> Res<std::convert::Infallible> {
     if let Some(sock) = &p.process.console {
         setup_console(sock.as_fd(), p.process.console_size).map_err(fail(Step::Console, 0))?;
     }
-    for (i, (res, soft, hard)) in p.process.rlimits.iter().enumerate() {
-        sys::setrlimit(*res, *soft, *hard).map_err(fail(Step::Rlimit, i))?;
+    let mut i = 0;
+    while let Some((res, soft, hard)) = v.rlimits.get(i) {
+        sys::setrlimit(res, soft, hard).map_err(fail(Step::Rlimit, i))?;
+        i += 1;
     }
     if let Some(adj) = &p.process.oom_score_adj {
         let fd = sys::openat(None, c"/proc/self/oom_score_adj", libc::O_WRONLY, 0)
@@ -299,9 +329,9 @@ fn setup(
         }
         sys::prctl(libc::PR_SET_KEEPCAPS, 1).map_err(fail(Step::Capabilities, 0))?;
     }
-    sys::setgroups(&p.process.additional_gids).map_err(fail(Step::Setgroups, 0))?;
-    sys::setresgid(p.process.gid).map_err(fail(Step::Setgid, 0))?;
-    sys::setresuid(p.process.uid).map_err(fail(Step::Setuid, 0))?;
+    sys::setgroups(v.gids).map_err(fail(Step::Setgroups, 0))?;
+    sys::setresgid(v.gid).map_err(fail(Step::Setgid, 0))?;
+    sys::setresuid(v.uid).map_err(fail(Step::Setuid, 0))?;
     if let Some(c) = &p.process.caps {
         sys::capset(c.effective, c.permitted, c.inheritable)
             .map_err(fail(Step::Capabilities, 0))?;
@@ -326,9 +356,9 @@ fn setup(
         sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(fail(Step::NoNewPrivileges, 0))?;
     }
     // SAFETY: umask cannot fail.
-    unsafe { libc::umask(p.process.umask) };
-    sys::chdir(&p.process.cwd).map_err(fail(Step::Chdir, 0))?;
-    let exe = find_executable(&p.process.exec_candidates)?;
+    unsafe { libc::umask(v.umask) };
+    sys::chdir(v.cwd).map_err(fail(Step::Chdir, 0))?;
+    let exe = find_executable(&v.candidates)?;
     if let (Some(f), true) = (&p.process.seccomp, p.process.no_new_privs) {
         load_seccomp(p, f)?;
     }
@@ -388,28 +418,28 @@ fn apply_exec_label(label: &crate::lsm::ExecLabel) -> Res<()> {
     )(last))
 }
 
-fn find_executable(candidates: &[CString]) -> Res<&CStr> {
+fn find_executable<'a>(candidates: &late::Strings<'a>) -> Res<&'a CStr> {
     let mut last = libc::ENOENT;
-    for c in candidates {
+    let found = candidates.find(|c| {
         // SAFETY: c is a valid C string; stat is plain data.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: as above; st is valid for writes.
         if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
             last = sys::errno_of(&io::Error::last_os_error());
-            continue;
+            return None;
         }
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             last = libc::EACCES;
-            continue;
+            return None;
         }
         // SAFETY: c is a valid C string.
         if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
             last = sys::errno_of(&io::Error::last_os_error());
-            continue;
+            return None;
         }
-        return Ok(c);
-    }
-    Err(Failure {
+        Some(c)
+    });
+    found.ok_or(Failure {
         step: Step::FindExecutable,
         index: 0,
         errno: last,

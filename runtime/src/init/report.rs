@@ -51,11 +51,13 @@ pub enum Step {
     CreateContainerHook,
     StartContainerHook,
     SecurityLabel,
+    /// A parked init waiting for (or reading) its program: see `ChildPlan::park`.
+    Park,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Option<Step> {
-        const ALL: [Step; 39] = [
+        const ALL: [Step; 40] = [
             Step::Stdio,
             Step::AwaitCgroup,
             Step::UnshareCgroup,
@@ -95,6 +97,7 @@ impl Step {
             Step::CreateContainerHook,
             Step::StartContainerHook,
             Step::SecurityLabel,
+            Step::Park,
         ];
         ALL.iter().copied().find(|s| *s as u32 == v)
     }
@@ -119,6 +122,8 @@ pub const TAG_READY: u32 = 1;
 pub const TAG_FAILED: u32 = 2;
 /// Carries the seccomp notify listener (SCM_RIGHTS) for the runtime to pass to the agent.
 pub const TAG_SECCOMP_LISTENER: u32 = 3;
+/// A parked init: its container is set up and it waits for its program (`ChildPlan::park`).
+pub const TAG_PARKED: u32 = 4;
 
 impl Report {
     pub const SIZE: usize = 24;
@@ -363,6 +368,7 @@ pub fn describe(p: &ChildPlan, f: &Failure, extra: &PlanNames, detail: &[u8]) ->
             );
         }
         Step::StartFifo => "wait for start on exec.fifo".into(),
+        Step::Park => "receive the program of a parked container".into(),
         Step::SecurityLabel => {
             let label = p.process.exec_label.as_ref();
             format!(
