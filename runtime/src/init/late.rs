@@ -280,6 +280,8 @@ pub fn receive<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     fn plan() -> ProcessPlan {
