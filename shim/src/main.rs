@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use berth_shim::{Config, Shim};
 
 const USAGE: &str = "usage: berth-shim --id ID --bundle DIR --state-dir DIR [--runtime-root DIR] \
-[--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--epoll]
+[--log FILE] [--log-max-size BYTES] [--log-max-files N] [--stdin] [--stdin-once] [--hold] [--park] [--epoll]
        berth-shim --standby   (detach at once, then read the arguments above from stdin, each ended by
                                NUL, the list by an empty one; answer \"ok\" or the error on stdout, NUL-ended)
        berth-shim --read-log FILE   (the log's text, rotated files first, as `docker logs` shows it)";
@@ -31,6 +31,7 @@ fn parse(args: &[String]) -> Result<Config, String> {
         stdin_once: false,
         force_epoll: false,
         hold: false,
+        park: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -58,6 +59,11 @@ fn parse(args: &[String]) -> Result<Config, String> {
             "--stdin" => cfg.stdin = true,
             "--stdin-once" => cfg.stdin_once = true,
             "--hold" => cfg.hold = true,
+            // Parked: created without its program until a `claim` request, then held.
+            "--park" => {
+                cfg.park = true;
+                cfg.hold = true;
+            }
             "--epoll" => cfg.force_epoll = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),

@@ -106,6 +106,20 @@ pub enum Request {
     /// Kill the container if it runs, reap it, delete it from the runtime, then exit the shim.
     /// `exit.json` stays in the state dir.
     Shutdown,
+    /// Give a container created with `--park` its program from the bundle's config.json
+    /// (which must be the parked one but for process args, env, cwd, user and rlimits), and
+    /// the log limits; it is then held as with `--hold`. On an error the container is gone
+    /// and the shim exits after replying.
+    Claim {
+        #[serde(default)]
+        log_max_size: u64,
+        #[serde(default = "one")]
+        log_max_files: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn yes() -> bool {

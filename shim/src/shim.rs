@@ -8,7 +8,7 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use berth_runtime::container::{self, Container};
+use berth_runtime::container::{self, Container, Spawned};
 use berth_runtime::sys::{self as rsys, Exit};
 use berth_runtime::CreateOptions;
 
@@ -40,6 +40,9 @@ pub struct Config {
     pub force_epoll: bool,
     /// Create the container but start its program only on a `start` request.
     pub hold: bool,
+    /// Create the container parked (without its program) until a `claim` request; implies
+    /// `hold`. Not with `stdin` or a terminal.
+    pub park: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +128,8 @@ pub struct Shim {
     pub ready_us: u64,
     /// Created with `hold` and not started yet.
     held: bool,
+    /// Created with `park` and not claimed yet.
+    parked: Option<container::Parked>,
 }
 
 impl Shim {
@@ -152,11 +157,28 @@ impl Shim {
             ..Default::default()
         };
         let t0 = Instant::now();
-        let spawned = container::create(&opts).map_err(|err| ShimError::Runtime {
+        let create_err = |err| ShimError::Runtime {
             op: "create",
             id: cfg.id.clone(),
             err,
-        })?;
+        };
+        let (spawned, parked) = if cfg.park {
+            let parked = container::create_parked(&opts).map_err(create_err)?;
+            let spawned = Spawned {
+                container: Container {
+                    dir: parked.container().dir.clone(),
+                    record: parked.container().record.clone(),
+                },
+                pidfd: parked
+                    .pidfd()
+                    .try_clone_to_owned()
+                    .map_err(sys_err("dup the init's pidfd"))?,
+                console: None,
+            };
+            (spawned, Some(parked))
+        } else {
+            (container::create(&opts).map_err(create_err)?, None)
+        };
         // The container's ends now live in the init only.
         drop((in_r, out_w, err_w));
         // The init was cloned with default dispositions; from here on a vanished reader is
@@ -203,6 +225,7 @@ impl Shim {
         sys::trim_heap();
         Ok(Shim {
             held: cfg.hold,
+            parked,
             pid: spawned.container.record.pid,
             container: spawned.container,
             pidfd: spawned.pidfd,
@@ -943,12 +966,48 @@ impl Shim {
                 if !self.held {
                     return err("container already started");
                 }
+                if self.parked.is_some() {
+                    return err("container is parked: claim it first");
+                }
                 match container::start(&self.cfg.runtime_root, &self.cfg.id) {
                     Ok(()) => {
                         self.held = false;
                         Some(Response::Ok)
                     }
                     Err(e) => err(&format!("start container {}: {e}", self.cfg.id)),
+                }
+            }
+            Request::Claim {
+                log_max_size,
+                log_max_files,
+            } => {
+                let Some(parked) = self.parked.take() else {
+                    return err("container is not parked");
+                };
+                match container::claim(parked, &self.cfg.bundle) {
+                    Ok(_) => {
+                        self.log.set_limits(log_max_size, log_max_files);
+                        Some(Response::Ok)
+                    }
+                    Err(e) => {
+                        // The runtime destroyed the container (and reaped the init): reply,
+                        // then exit as a shut-down shim does.
+                        let reply = Response::Error {
+                            message: format!("claim container {}: {e}", self.cfg.id),
+                        };
+                        if let Some(c) = self.conns[slot].as_mut() {
+                            let _ = c.reply(&reply);
+                            // Bounded: a reply line is small.
+                            for _ in 0..100 {
+                                if c.flush().is_err() || c.pending() == 0 {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                        self.done = true;
+                        None
+                    }
                 }
             }
             Request::Shutdown => {
