@@ -22,6 +22,8 @@ pub struct Config {
     pub shim: PathBuf,
     /// Group owning the API sockets (Docker's `group`, default `docker` when it exists).
     pub group: Option<String>,
+    /// Keep a container parked for the next create like the last one (`slots`).
+    pub park: bool,
 }
 
 /// The daemon.json keys berthd understands.
@@ -35,6 +37,8 @@ pub struct FileConfig {
     pub group: Option<String>,
     pub log_driver: Option<String>,
     pub log_opts: Option<LogOpts>,
+    /// berth's own: keep a container parked for the next create (default true).
+    pub park_containers: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,7 +55,7 @@ impl FileConfig {
         let c: FileConfig = serde_json::from_str(&text).with_context(|| {
             format!(
                 "config file {}: (supported keys: hosts, data-root, exec-root, debug, group, \
-                 log-driver, log-opts.max-size, log-opts.max-file)",
+                 log-driver, log-opts.max-size, log-opts.max-file, park-containers)",
                 path.display()
             )
         })?;

@@ -151,7 +151,17 @@ impl Daemon {
             let path: PathBuf = e.path().join("config.v2.json");
             if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
                 // A directory slot of an earlier berthd, or one taken by a create that never
-                // answered: nothing of it was acknowledged.
+                // answered: nothing of it was acknowledged. Its parked container (if any)
+                // goes first.
+                let shim = self.paths(&name).shim;
+                if shim.join(berth_shim::protocol::SOCKET).exists() {
+                    let _ = crate::container::shim::call(
+                        &shim,
+                        &crate::container::shim::Request::Shutdown,
+                    )
+                    .await;
+                    let _ = std::fs::remove_dir_all(&shim);
+                }
                 self.slots.remove(&name);
                 continue;
             }

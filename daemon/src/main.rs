@@ -34,6 +34,10 @@ struct Args {
     /// Group owning the API socket
     #[arg(short = 'G', long)]
     group: Option<String>,
+    /// Do not keep a container parked (created ahead, without its program) for the next
+    /// create like the last one
+    #[arg(long)]
+    no_park: bool,
 }
 
 fn config(a: Args) -> anyhow::Result<Config> {
@@ -73,6 +77,7 @@ fn config(a: Args) -> anyhow::Result<Config> {
             .unwrap_or(1),
         shim,
         group: a.group.or(file.group).or_else(|| Some("docker".into())),
+        park: !a.no_park && file.park_containers.unwrap_or(true),
     })
 }
 
@@ -121,7 +126,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         // Containers keep running under their shims; only the API goes away, with what was
         // made ahead for containers not yet created.
         berthd::log::info(format_args!("berthd stopping; containers keep running"));
-        daemon.slots.clear();
+        let d = daemon.clone();
+        let _ = tokio::task::spawn_blocking(move || d.slots.clear()).await;
         for h in &hosts {
             if let Some(p) = h.strip_prefix("unix://") {
                 let _ = std::fs::remove_file(p);

@@ -804,7 +804,31 @@ fn containers_survive_berthd_kill_9() {
 fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
     let mut d = Berthd::start();
     let shim_dir = d.exec_root().join("shims");
-    let shims = || -> usize { std::fs::read_dir(&shim_dir).map(|r| r.count()).unwrap_or(0) };
+    let containers = d.data_root().join("containers");
+    // Shims of containers; a directory slot's parked container has one too (its record is
+    // empty: not a container).
+    let shims = || -> usize {
+        let Ok(dirs) = std::fs::read_dir(&shim_dir) else {
+            return 0;
+        };
+        let ids: Vec<String> = std::fs::read_dir(&containers)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| {
+                        std::fs::metadata(e.path().join("config.v2.json"))
+                            .is_ok_and(|m| m.len() > 0)
+                    })
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.flatten()
+            .filter(|s| {
+                let prefix = s.file_name().to_string_lossy().into_owned();
+                ids.iter().any(|id| id.starts_with(&prefix))
+            })
+            .count()
+    };
     // Created, never started, removed: the holding shim goes with it.
     d.ok(&["create", "--name", "never", "busybox", "true"]);
     assert!(
@@ -1138,6 +1162,113 @@ fn slots_are_mounted_ahead_for_the_last_image() {
             let cg = std::path::Path::new(dir).join(id);
             assert!(!cg.exists(), "{} stayed", cg.display());
         }
+    }
+}
+
+/// Slots holding a parked container: ids whose record is empty and that have a shim.
+fn parked(d: &Berthd) -> Vec<String> {
+    let shims: Vec<String> = std::fs::read_dir(d.exec_root().join("shims"))
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    std::fs::read_dir(d.data_root().join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::metadata(e.path().join("config.v2.json")).is_ok_and(|m| m.len() == 0))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|id| shims.iter().any(|s| id.starts_with(s.as_str())))
+        .collect()
+}
+
+/// After a create, berthd parks a container like it in a slot; the next create whose config
+/// differs only in the program (command, environment, working directory, user) claims it
+/// and runs exactly that program, one that differs in more (a memory limit) gets a container
+/// of its own, a missing program fails as it would anyway, and neither a restart after
+/// kill -9 nor a stop leaves a parked container behind.
+#[test]
+fn parked_containers_are_claimed_with_their_own_program() {
+    let mut d = Berthd::start();
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    let wait_parked = |d: &Berthd| {
+        assert!(
+            d.eventually(Duration::from_secs(5), || !parked(d).is_empty()),
+            "nothing was parked: {}",
+            common::tail(&d.log(), 20)
+        )
+    };
+    wait_parked(&d);
+    let script = "echo $X $(pwd) $(id -u) $(hostname); exit 3";
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "-e",
+        "X=claimed",
+        "-w",
+        "/tmp",
+        "-u",
+        "65534",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields[..3], ["claimed", "/tmp", "65534"], "{out}");
+    assert_eq!(fields[3].len(), 12, "hostname {out}");
+    assert!(d.log().contains("parked container claimed"), "not claimed");
+
+    wait_parked(&d);
+    let limit = d.ok(&[
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "busybox",
+        "cat",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]);
+    assert_eq!(limit.trim(), "67108864");
+    assert!(d
+        .log()
+        .contains("differs from the parked container's: linux.resources"));
+
+    wait_parked(&d);
+    let o = d.docker(&["run", "--rm", "busybox", "no-such-program"]);
+    assert_eq!(o.status.code(), Some(127), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
+
+    // kill -9 with a container parked: the restarted berthd shuts it down.
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    wait_parked(&d);
+    let before = parked(&d);
+    d.kill9();
+    d.spawn();
+    d.ok(&["ps"]);
+    for id in &before {
+        assert!(
+            !d.data_root().join("containers").join(id).exists(),
+            "slot {id} stayed"
+        );
+        let shim = d.exec_root().join("shims").join(&id[..16]);
+        assert!(!shim.exists(), "parked shim {id} stayed");
+    }
+    // A stop, too.
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    wait_parked(&d);
+    let before = parked(&d);
+    d.stop();
+    for id in &before {
+        assert!(
+            !d.data_root().join("containers").join(id).exists(),
+            "slot {id} stayed"
+        );
+        let cg = std::path::Path::new("/sys/fs/cgroup/pids/berth").join(id);
+        assert!(!cg.exists(), "{} stayed", cg.display());
     }
 }
 

@@ -59,7 +59,10 @@ fn a_claim_that_changes_more_than_the_program_is_refused_and_destroys() {
     let parked = container::create_parked(&options(&rt, &b, &id, [fd, fd, fd])).unwrap();
     let pid = parked.container().record.pid;
     b.edit(|c| c["hostname"] = json!("other"));
-    let err = container::claim(parked, b.path()).err().unwrap().to_string();
+    let err = container::claim(parked, b.path())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("more than its program"), "{err}");
     assert!(!rt.container_dir(&id).exists());
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
@@ -74,7 +77,10 @@ fn a_claimed_program_that_is_missing_fails_the_claim() {
     let fd = null.as_raw_fd();
     let parked = container::create_parked(&options(&rt, &b, &id, [fd, fd, fd])).unwrap();
     b.edit(|c| c["process"]["args"] = json!(["no-such-program"]));
-    let err = container::claim(parked, b.path()).err().unwrap().to_string();
+    let err = container::claim(parked, b.path())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("executable file not found"), "{err}");
     assert!(!rt.container_dir(&id).exists());
 }

@@ -371,10 +371,18 @@ pub async fn create(
     // once nothing can fail before the record is written.
     let slot = d.slots.take();
     let from_slot = slot.is_some();
-    let (id, premounted) = match slot {
-        Some(s) => (s.id, s.mounted),
-        None => (util::random_id(), None),
+    let (id, premounted, mut warm) = match slot {
+        Some(s) => (s.id, s.mounted, s.warm),
+        None => (util::random_id(), None, None),
     };
+    if warm.is_some() && premounted.as_ref() != Some(&image_id) {
+        // Parked for another image: gone, with its runtime state, before its overlay goes.
+        let shim_dir = d.paths(&id).shim;
+        let _ = super::shim::call(&shim_dir, &super::shim::Request::Shutdown).await;
+        let _ = std::fs::remove_dir_all(&shim_dir);
+        warm = None;
+    }
+    let had_warm = warm.is_some();
     if req.config.hostname.is_empty() {
         req.config.hostname = if req.host_config.network_mode == "host" {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -407,6 +415,12 @@ pub async fn create(
         std::fs::create_dir_all(&paths.dir)?;
     }
     let undo = |e: ApiError| {
+        if had_warm {
+            // Its parked container goes first, then the slot.
+            let (d, id) = (d.clone(), id.clone());
+            tokio::spawn(async move { super::lifecycle::discard_slot(&d, &id).await });
+            return e;
+        }
         let _ = rootfs::unmount(&paths);
         let _ = std::fs::remove_dir(&paths.rootfs);
         let _ = std::fs::remove_dir_all(&paths.bundle);
@@ -414,12 +428,13 @@ pub async fn create(
         d.slots.remove(&id);
         e
     };
-    if premounted.is_some_and(|m| m != rec.image_id) {
+    if premounted.as_ref().is_some_and(|m| *m != rec.image_id) {
         // The slot was mounted for another image.
         rootfs::unmount(&paths).map_err(|e| undo(ApiError::internal(e)))?;
     }
     rootfs::write_etc_files(&paths.bundle, &rec).map_err(|e| undo(e.into()))?;
     let ctr = Ctr::new(rec);
+    ctr.set_warm(warm);
     // The overlay is mounted by the start's preparation (below, ahead of the start), while
     // the record goes to disk: a mount costs ~0.8 ms here, mostly overlayfs probing its work
     // dir with four inodes made on the data-root's disk. dockerd also mounts at start.
@@ -444,7 +459,7 @@ pub async fn create(
         // Not acknowledged: nothing of it may stay, the prepared shim included.
         ctr.life.send_modify(|l| l.removed = true);
         let _op = ctr.op.lock().await;
-        if ctr.is_held() {
+        if ctr.is_held() || ctr.take_warm().is_some() {
             super::lifecycle::shut_down_shim(d, &ctr).await;
         }
         d.containers.lock().unwrap().remove(&ctr.id);
@@ -454,16 +469,24 @@ pub async fn create(
     // The next create's directories, mounted for this create's image, once this one has
     // answered and its start (in a `docker run`) has gone by: on two cores they would
     // compete with it.
-    let (d, image_id) = (d.clone(), ctr.rec().image_id.clone());
+    // Then a container like this one parked in one of them, for the next create: both
+    // right after this container's start (a `docker run`'s), or 15 ms after its create.
+    let (d, template) = (d.clone(), ctr.rec().clone());
+    let mut life = ctr.life.subscribe();
     tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+        let started = life.wait_for(|l| l.running || l.exits > 0 || l.removed);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(15), started).await;
+        drop(life);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let (d2, image_id) = (d.clone(), template.image_id.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            if let Ok(dirs) = super::lifecycle::image_lowers(&d, &image_id) {
-                d.slots.mount_for(super::slots::Lower { image_id, dirs });
+            if let Ok(dirs) = super::lifecycle::image_lowers(&d2, &image_id) {
+                d2.slots.mount_for(super::slots::Lower { image_id, dirs });
             }
-            d.slots.refill()
+            d2.slots.refill()
         })
         .await;
+        super::lifecycle::warm(d, template).await;
     });
     Ok((id, warnings))
 }

@@ -102,8 +102,9 @@ fn lap(c: &Ctr, t0: std::time::Instant, what: &str) {
 }
 
 /// Overlay, config.json and a shim that has created the container and holds it before its
-/// program. Called with the container's op lock held. The inner error is the shim's: the
-/// start failed, as a failed task create does in dockerd.
+/// program: the slot's parked container when this config differs from its own only in the
+/// program, a new one otherwise. Called with the container's op lock held. The inner error
+/// is the shim's: the start failed, as a failed task create does in dockerd.
 async fn prepare(
     d: &Arc<Daemon>,
     c: &Arc<Ctr>,
@@ -112,8 +113,69 @@ async fn prepare(
     let paths = d.paths(&c.id);
     let root = ensure_rootfs(d, c)?;
     let rec = c.rec().clone();
-    let passwd = rootfs::read_in_root(&root, "etc/passwd").unwrap_or_default();
-    let group = rootfs::read_in_root(&root, "etc/group").unwrap_or_default();
+    if let Some(warm) = c.take_warm() {
+        if claim(d, &rec, &paths, &root, &warm).await? {
+            c.set_held(true);
+            lap(c, t0, "parked container claimed");
+            return Ok(Ok(()));
+        }
+        // Not this config's: gone, and its runtime state with it, before one of our own.
+        let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+    }
+    // Held until the shim has created the container in it.
+    let netns = if rec.host_config.network_mode == "host" {
+        None
+    } else {
+        Some(d.netns.take().map_err(ApiError::internal)?)
+    };
+    let cfg = write_config(d, &rec, &paths, &root, netns.as_ref().map(|n| n.path()))?;
+    drop(cfg);
+    // A previous run's shim state (socket, exit record) must not answer for this one.
+    let _ = std::fs::remove_dir_all(&paths.shim);
+    lap(c, t0, "bundle written");
+    let log = paths.log(&rec.id);
+    let launched = shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, false)).await;
+    drop(netns);
+    if let Err(msg) = launched {
+        let _ = std::fs::remove_dir_all(&paths.shim);
+        return Ok(Err(format!(
+            "failed to create task for container: {msg}: unknown"
+        )));
+    }
+    c.set_held(true);
+    lap(c, t0, "shim up, container created");
+    Ok(Ok(()))
+}
+
+fn launch_of<'a>(
+    rec: &'a Record,
+    paths: &'a super::Paths,
+    log: &'a std::path::Path,
+    park: bool,
+) -> Launch<'a> {
+    Launch {
+        id: &rec.id,
+        bundle: &paths.bundle,
+        state_dir: &paths.shim,
+        log,
+        log_max_size: rec.log_max_size,
+        log_max_file: rec.log_max_file,
+        stdin: rec.config.open_stdin,
+        stdin_once: rec.config.stdin_once,
+        park,
+    }
+}
+
+/// The container's OCI config, written to its bundle (with its /etc files if missing).
+fn write_config(
+    d: &Daemon,
+    rec: &Record,
+    paths: &super::Paths,
+    root: &std::path::Path,
+    netns: Option<PathBuf>,
+) -> ApiResult<serde_json::Value> {
+    let passwd = rootfs::read_in_root(root, "etc/passwd").unwrap_or_default();
+    let group = rootfs::read_in_root(root, "etc/group").unwrap_or_default();
     let user = spec::resolve_user(
         &rec.config.user,
         &passwd,
@@ -125,60 +187,178 @@ async fn prepare(
     } else {
         None
     };
-    // Held until the shim has created the container in it.
-    let netns = if rec.host_config.network_mode == "host" {
-        None
-    } else {
-        Some(d.netns.take().map_err(ApiError::internal)?)
-    };
-    let netns_path = netns.as_ref().map(|n| n.path());
     if !paths.bundle.join("hosts").exists() {
-        rootfs::write_etc_files(&paths.bundle, &rec)?;
+        rootfs::write_etc_files(&paths.bundle, rec)?;
     }
     let cfg = spec::build(
-        &rec,
+        rec,
         &spec::Inputs {
-            rootfs: &root,
+            rootfs: root,
             user,
             etc_dir: &paths.bundle,
-            cgroups_path: super::slots::cgroups_path(&c.id),
+            cgroups_path: super::slots::cgroups_path(&rec.id),
             init: init.as_deref(),
-            netns: netns_path.as_deref(),
+            netns: netns.as_deref(),
         },
     )?;
+    let _ = d;
     std::fs::create_dir_all(&paths.bundle)?;
+    let cfg = serde_json::to_value(&cfg).expect("spec serialises");
     util::replace_file(
         &paths.bundle.join("config.json"),
         &serde_json::to_vec(&cfg).expect("spec serialises"),
     )?;
-    // A previous run's shim state (socket, exit record) must not answer for this one.
-    let _ = std::fs::remove_dir_all(&paths.shim);
-    lap(c, t0, "bundle written");
-    let launched = shim::launch(
-        &d.cfg,
-        &d.shims,
-        &Launch {
-            id: &c.id,
-            bundle: &paths.bundle,
-            state_dir: &paths.shim,
-            log: &paths.log(&c.id),
+    Ok(cfg)
+}
+
+/// `config` without what a parked container is given late (as berth-runtime's claim
+/// compares them).
+fn without_program(mut config: serde_json::Value) -> serde_json::Value {
+    if let Some(p) = config.get_mut("process").and_then(|p| p.as_object_mut()) {
+        for k in ["args", "env", "cwd", "user", "rlimits"] {
+            p.remove(k);
+        }
+    }
+    config
+}
+
+/// Where two JSON values first differ, as a path (for the debug log).
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) if p == q => {}
+                    (Some(p), Some(q)) => return format!("{k}.{}", first_difference(p, q)),
+                    _ => return k.clone(),
+                }
+            }
+            String::new()
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                if p != q {
+                    return format!("{i}.{}", first_difference(p, q));
+                }
+            }
+            String::new()
+        }
+        _ => format!("{a} vs {b}"),
+    }
+}
+
+/// Claims the slot's parked container for `rec` if their configs differ only in the
+/// program; false (nothing claimed, the parked one still there or gone) otherwise.
+async fn claim(
+    d: &Daemon,
+    rec: &Record,
+    paths: &super::Paths,
+    root: &std::path::Path,
+    warm: &super::slots::Warm,
+) -> ApiResult<bool> {
+    let cfg = write_config(d, rec, paths, root, warm.netns.as_ref().map(|n| n.path()))?;
+    let (a, b) = (without_program(cfg), without_program(warm.config.clone()));
+    if a != b {
+        if crate::log::debug_enabled() {
+            crate::log::debug(format_args!(
+                "{}: config differs from the parked container's: {}",
+                &rec.id[..12],
+                first_difference(&a, &b)
+            ));
+        }
+        return Ok(false);
+    }
+    let claimed = shim::call(
+        &paths.shim,
+        &Request::Claim {
             log_max_size: rec.log_max_size,
-            log_max_file: rec.log_max_file,
-            stdin: rec.config.open_stdin,
-            stdin_once: rec.config.stdin_once,
+            log_max_files: rec.log_max_file,
         },
     )
     .await;
-    drop(netns);
-    if let Err(msg) = launched {
-        let _ = std::fs::remove_dir_all(&paths.shim);
-        return Ok(Err(format!(
-            "failed to create task for container: {msg}: unknown"
-        )));
+    match claimed {
+        Ok(Response::Ok) => Ok(true),
+        other => {
+            crate::log::debug(format_args!(
+                "claiming the parked container {}: {other:?}",
+                &rec.id[..12]
+            ));
+            Ok(false)
+        }
     }
-    c.set_held(true);
-    lap(c, t0, "shim up, container created");
-    Ok(Ok(()))
+}
+
+/// Parks a container in a ready slot mounted for `template`'s image: the container a create
+/// like `template` would make, created by a berth-shim without its program (see `slots`).
+/// Run after a create has answered; a failure only costs the slot.
+pub async fn warm(d: Arc<Daemon>, template: Record) {
+    if template.config.tty || template.config.open_stdin || !d.cfg.park {
+        return;
+    }
+    let Some(id) = d.slots.take_to_warm(&template.image_id) else {
+        return;
+    };
+    let mut rec = template;
+    if rec.config.hostname == rec.id[..12] {
+        rec.config.hostname = id[..12].to_string();
+    }
+    rec.id = id.clone();
+    rec.name = String::new();
+    rec.state = Default::default();
+    let paths = d.paths(&id);
+    let made = async {
+        rootfs::write_etc_files(&paths.bundle, &rec)?;
+        let netns = if rec.host_config.network_mode == "host" {
+            None
+        } else {
+            Some(d.netns.take().map_err(ApiError::internal)?)
+        };
+        let netns_path = netns.as_ref().map(|n| n.path());
+        let config = write_config(&d, &rec, &paths, &paths.merged(), netns_path)?;
+        let _ = std::fs::remove_dir_all(&paths.shim);
+        let log = paths.log(&rec.id);
+        shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, true))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(super::slots::Warm {
+            config,
+            netns: netns.map(Arc::new),
+        })
+    }
+    .await;
+    match made {
+        Ok(w) => {
+            if !d.slots.put_warm(&id, w) {
+                // Its slot went meanwhile.
+                let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+                let _ = std::fs::remove_dir_all(&paths.shim);
+            }
+        }
+        Err(e) => {
+            crate::log::debug(format_args!(
+                "parking a container in slot {id}: {}",
+                e.message
+            ));
+            discard_slot(&d, &id).await;
+        }
+    }
+    // The standby shim went to the parked container; a create that cannot claim it needs
+    // one.
+    d.shims.refill(&d.cfg.shim);
+}
+
+/// Shuts down a slot's parked container, if any, and removes the slot.
+pub async fn discard_slot(d: &Arc<Daemon>, id: &str) {
+    let paths = d.paths(id);
+    let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+    let _ = std::fs::remove_dir_all(&paths.shim);
+    let (d, id) = (d.clone(), id.to_string());
+    let _ = tokio::task::spawn_blocking(move || {
+        d.slots.forget(&id);
+        d.slots.remove(&id)
+    })
+    .await;
 }
 
 async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {

@@ -53,6 +53,9 @@ pub struct Ctr {
     /// A shim has created the container and holds it before its program (a created
     /// container prepared ahead of its start).
     held: AtomicBool,
+    /// The parked container of the slot this container was created in, until its start's
+    /// preparation claims it or shuts it down.
+    warm: Mutex<Option<slots::Warm>>,
 }
 
 impl Ctr {
@@ -69,7 +72,16 @@ impl Ctr {
             gate: watch::channel(Gate::default()).0,
             op: tokio::sync::Mutex::new(()),
             held: AtomicBool::new(false),
+            warm: Mutex::new(None),
         })
+    }
+
+    pub fn set_warm(&self, w: Option<slots::Warm>) {
+        *self.warm.lock().unwrap() = w;
+    }
+
+    pub fn take_warm(&self) -> Option<slots::Warm> {
+        self.warm.lock().unwrap().take()
     }
 
     pub fn is_held(&self) -> bool {

@@ -23,6 +23,9 @@ pub struct Launch<'a> {
     pub log_max_file: u32,
     pub stdin: bool,
     pub stdin_once: bool,
+    /// Create the container parked (without its program) for a later `claim`, instead of
+    /// held.
+    pub park: bool,
 }
 
 /// A berth-shim started ahead of need (`berth-shim --standby`): exec'd, loaded and detached,
@@ -103,8 +106,9 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
         size.as_ref(),
         "--log-max-files".as_ref(),
         files.as_ref(),
-        // Create only: the program starts on a `start` request, once attach clients are in.
-        "--hold".as_ref(),
+        // Create only: the program starts on a `start` request, once attach clients are in
+        // (and, parked, is named by a `claim` request first).
+        if l.park { "--park" } else { "--hold" }.as_ref(),
     ];
     if l.stdin {
         args.push("--stdin".as_ref());
@@ -139,6 +143,24 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
         }
     }
     berth_shim::protocol::decode_ready(&reply)
+}
+
+/// Shuts a shim down from blocking code (a slot's parked container, see `slots`), waiting
+/// up to 5 s for its reply; a shim already gone is not an error.
+pub fn shut_down_blocking(state_dir: &Path) {
+    use std::io::{Read, Write};
+    let path = state_dir.join(berth_shim::protocol::SOCKET);
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
+        return;
+    };
+    let mut line = serde_json::to_vec(&Request::Shutdown).expect("requests serialise");
+    line.push(b'\n');
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(&line).is_ok() {
+        let mut reply = [0u8; 256];
+        // Bounded by the timeout; the reply is one short line, then the shim exits.
+        let _ = s.read(&mut reply);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
