@@ -5,9 +5,13 @@
 #   cargo build --release --workspace --bins && perf/daemon.sh
 #
 # Measures: `docker run --rm busybox true` and `docker run -d busybox sleep` (RUNS each, the
-# two daemons taking turns, then removed), idle daemon RSS (berthd vs dockerd + containerd),
+# daemons taking turns, then removed), idle daemon RSS (berthd vs dockerd + containerd),
 # and `docker ps` with MANY running containers on berthd. Knobs: RUNS (default 30), MANY
 # (default 500, the issue's figure).
+#
+# berthd runs twice: as it runs by default, keeping a container parked for the next create
+# like the last one (which a loop of one command always claims), and with --no-park, where
+# every create makes its container (what a create unlike the one before it costs).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 perf_need_root
@@ -33,6 +37,7 @@ pids=()
 cleanup() {
 	DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" rm -f $(DOCKER_HOST=unix://$tmp/berth.sock "$DOCKER" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
 	DOCKER_HOST=unix://$tmp/docker.sock "$DOCKER" rm -f $(DOCKER_HOST=unix://$tmp/docker.sock "$DOCKER" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+	DOCKER_HOST=unix://$tmp/cold.sock "$DOCKER" rm -f $(DOCKER_HOST=unix://$tmp/cold.sock "$DOCKER" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 	umount -R "$tmp"/*/ 2>/dev/null || true
@@ -59,11 +64,14 @@ dockerd_pid=$!
 "$BERTHD" -H "unix://$tmp/berth.sock" --data-root "$tmp/berth-root" --exec-root "$run/berth-exec" >"$tmp/berthd.log" 2>&1 &
 pids+=($!)
 berthd_pid=$!
+"$BERTHD" -H "unix://$tmp/cold.sock" --data-root "$tmp/cold-root" --exec-root "$run/cold-exec" --no-park >"$tmp/cold.log" 2>&1 &
+pids+=($!)
 wait_sock "$tmp/docker.sock" dockerd
 wait_sock "$tmp/berth.sock" berthd
+wait_sock "$tmp/cold.sock" "berthd --no-park"
 containerd_pid=$(pgrep -f "containerd --root $tmp/ctd-root" | head -1)
 
-for d in docker berth; do
+for d in docker berth cold; do
 	DOCKER_HOST=unix://$tmp/$d.sock "$DOCKER" import "$tmp/busybox.tar" busybox:local >/dev/null
 done
 sleep 2
@@ -72,17 +80,18 @@ b_rss=$(rss_kb "$berthd_pid"); d_rss=$(rss_kb "$dockerd_pid"); c_rss=$(rss_kb "$
 printf '  berthd %d kB; dockerd %d kB + containerd %d kB\n' "$b_rss" "$d_rss" "$c_rss"
 echo "  (dockerd+containerd)/berthd $(ratio $((d_rss + c_rss)) "$b_rss")"
 
-# alternate ARGS...: RUNS timed docker CLI runs against each daemon, berthd and dockerd taking
-# turns (the order swapped every round); prints the medians and their ratio. Taking turns
-# keeps a slow stretch of the machine (this is a shared 2-core VM) out of the ratio: a daemon
-# timed in its own block gets whatever load that block had. Each timed run follows an untimed
-# one of the same command, as a run follows a run in hyperfine: the work the other daemon's
+# alternate ARGS...: RUNS timed docker CLI runs against each daemon, the daemons taking turns
+# (the order rotated every round); prints the medians and the ratios. Taking turns keeps a
+# slow stretch of the machine (this is a shared 2-core VM) out of the ratio: a daemon timed
+# in its own block gets whatever load that block had. Each timed run follows an untimed one
+# of the same command, as a run follows a run in hyperfine: the work the previous daemon's
 # run left behind (dockerd's and containerd's clean-up, berthd's refills) lands there.
 alternate() {
 	python3 - "$DOCKER" "$tmp" "$RUNS" "$@" <<'PY'
 import statistics, subprocess, sys, time
 docker, tmp, runs, args = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
-socks = {"berthd": f"unix://{tmp}/berth.sock", "dockerd": f"unix://{tmp}/docker.sock"}
+socks = {"berthd": f"unix://{tmp}/berth.sock", "berthd --no-park": f"unix://{tmp}/cold.sock",
+         "dockerd": f"unix://{tmp}/docker.sock"}
 def once(name):
     t = time.perf_counter()
     subprocess.run([docker, "-H", socks[name], *args], stdout=subprocess.DEVNULL, check=True)
@@ -90,15 +99,16 @@ def once(name):
 for name in socks:  # warm-up
     once(name); once(name)
 ms = {name: [] for name in socks}
+names = list(socks)
 for i in range(runs):
-    for name in (("berthd", "dockerd") if i % 2 == 0 else ("dockerd", "berthd")):
+    for name in names[i % 3:] + names[:i % 3]:
         once(name)
         ms[name].append(once(name))
-b, d = statistics.median(ms["berthd"]), statistics.median(ms["dockerd"])
-q = lambda v: statistics.quantiles(v, n=4)
-print(f"  berthd {b:.1f} ms (quartiles {q(ms['berthd'])[0]:.1f}-{q(ms['berthd'])[2]:.1f}), "
-      f"dockerd {d:.1f} ms ({q(ms['dockerd'])[0]:.1f}-{q(ms['dockerd'])[2]:.1f}); medians, "
-      f"dockerd/berthd {d / b:.1f}")
+med = {n: statistics.median(v) for n, v in ms.items()}
+for n, v in ms.items():
+    q = statistics.quantiles(v, n=4)
+    ratio = f", dockerd/{n} {med['dockerd'] / med[n]:.1f}" if n != "dockerd" else ""
+    print(f"  {n:17} {med[n]:6.1f} ms (quartiles {q[0]:.1f}-{q[2]:.1f}){ratio}")
 PY
 }
 
@@ -108,7 +118,7 @@ alternate run --rm --network none busybox:local true
 
 echo "== docker run -d busybox:local sleep 3600, $RUNS each, alternating =="
 alternate run -d --network none busybox:local sleep 3600
-for d in berth docker; do
+for d in berth cold docker; do
 	"$DOCKER" -H "unix://$tmp/$d.sock" rm -f $("$DOCKER" -H "unix://$tmp/$d.sock" ps -aq) >/dev/null
 done
 

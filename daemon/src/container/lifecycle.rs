@@ -291,13 +291,16 @@ async fn claim(
 
 /// Parks a container in a ready slot mounted for `template`'s image: the container a create
 /// like `template` would make, created by a berth-shim without its program (see `slots`).
-/// Run after a create has answered; a failure only costs the slot.
-pub async fn warm(d: Arc<Daemon>, template: Record) {
+/// Run after a create has answered; a failure only costs the slot. False when no slot is
+/// mounted for the image (yet).
+pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     if template.config.tty || template.config.open_stdin || !d.cfg.park {
-        return;
+        return true;
     }
-    let Some(id) = d.slots.take_to_warm(&template.image_id) else {
-        return;
+    let id = match d.slots.take_to_warm(&template.image_id) {
+        Ok(Some(id)) => id,
+        Ok(None) => return true,
+        Err(()) => return false,
     };
     let mut rec = template;
     if rec.config.hostname == rec.id[..12] {
@@ -329,6 +332,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) {
     .await;
     match made {
         Ok(w) => {
+            crate::log::debug(format_args!("parked a container in slot {}", &id[..12]));
             if !d.slots.put_warm(&id, w) {
                 // Its slot went meanwhile.
                 let _ = shim::call(&paths.shim, &Request::Shutdown).await;
@@ -346,6 +350,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) {
     // The standby shim went to the parked container; a create that cannot claim it needs
     // one.
     d.shims.refill(&d.cfg.shim);
+    true
 }
 
 /// Shuts down a slot's parked container, if any, and removes the slot.

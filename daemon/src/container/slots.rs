@@ -118,7 +118,11 @@ impl Slots {
     /// A ready slot, taken for a new container; None when none is ready.
     pub fn take(&self) -> Option<Taken> {
         let mut ready = self.ready.lock().unwrap();
-        let i = ready.iter().rposition(|s| !s.warming)?;
+        // The parked container's slot first, else the newest ready one.
+        let i = match ready.iter().position(|s| s.warm.is_some()) {
+            Some(i) => i,
+            None => ready.iter().rposition(|s| !s.warming)?,
+        };
         let s = ready.remove(i);
         Some(Taken {
             id: s.id,
@@ -128,18 +132,20 @@ impl Slots {
     }
 
     /// A ready slot mounted for `image_id` to park a container in, marked as warming (not
-    /// taken by creates meanwhile); None when one is parked or warming already, or none is
-    /// mounted for the image.
-    pub fn take_to_warm(&self, image_id: &str) -> Option<String> {
+    /// taken by creates meanwhile); None when one is parked or warming already, Err when no
+    /// slot is mounted for the image (yet).
+    #[allow(clippy::result_unit_err)]
+    pub fn take_to_warm(&self, image_id: &str) -> Result<Option<String>, ()> {
         let mut ready = self.ready.lock().unwrap();
         if ready.iter().any(|s| s.warm.is_some() || s.warming) {
-            return None;
+            return Ok(None);
         }
         let s = ready
             .iter_mut()
-            .find(|s| s.mounted.as_deref() == Some(image_id))?;
+            .find(|s| s.mounted.as_deref() == Some(image_id))
+            .ok_or(())?;
         s.warming = true;
-        Some(s.id.clone())
+        Ok(Some(s.id.clone()))
     }
 
     /// The parked container of a slot marked by `take_to_warm`; false when the slot is gone
@@ -150,10 +156,6 @@ impl Slots {
             Some(s) => {
                 s.warm = Some(warm);
                 s.warming = false;
-                // Last: `take` takes it first.
-                let i = ready.iter().position(|s| s.id == id).expect("just found");
-                let s = ready.remove(i);
-                ready.push(s);
                 true
             }
             None => false,
