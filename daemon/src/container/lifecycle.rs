@@ -378,12 +378,28 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     c.gate.send_modify(|g| g.generation += 1);
     let mut gate = c.gate.subscribe();
     let _ = tokio::time::timeout(Duration::from_secs(5), gate.wait_for(|g| g.waiting == 0)).await;
-    match shim::call(&paths.shim, &Request::Start).await {
-        Ok(Response::Ok) => {}
+    // The start and the state (for the pid) in one round trip: the shim answers a
+    // connection's requests in order.
+    let started = async {
+        let mut conn = shim::Conn::connect(&paths.shim).await?;
+        conn.send(&Request::Start).await?;
+        conn.send(&Request::State).await?;
+        let start = conn.reply().await?;
+        let pid = match conn.reply().await {
+            Ok(Response::State(s)) => s.pid,
+            _ => 0,
+        };
+        Ok::<_, shim::CallError>((start, pid))
+    };
+    let started = tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .unwrap_or(Err(shim::CallError::Timeout));
+    let pid = match started {
+        Ok((Response::Ok, pid)) => pid,
         other => {
             let msg = match other {
-                Ok(Response::Error { message }) => message,
-                Ok(r) => format!("unexpected shim reply {r:?}"),
+                Ok((Response::Error { message }, _)) => message,
+                Ok((r, _)) => format!("unexpected shim reply {r:?}"),
                 Err(e) => e.to_string(),
             };
             let _ = shim::call(&paths.shim, &Request::Shutdown).await;
@@ -396,7 +412,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
             )
             .await);
         }
-    }
+    };
     c.set_held(false);
     lap(c, t0, "started");
     // The next container's shim, once this start has answered and its client is done with
@@ -406,10 +422,6 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         d2.shims.refill(&d2.cfg.shim);
     });
-    let pid = match shim::call(&paths.shim, &Request::State).await {
-        Ok(Response::State(s)) => s.pid,
-        _ => 0,
-    };
     {
         let mut r = c.rec();
         r.state.status = Status::Running;
@@ -420,6 +432,8 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
         r.state.started_at = util::rfc3339(SystemTime::now());
         r.state.finished_at = util::ZERO_TIME.into();
     }
+    // Before the reply: a restart after kill -9 shuts down the shims of containers whose
+    // record says created (held ones), and this one is started.
     d.save_state(c)?;
     c.life.send_modify(|l| l.running = true);
     d.container_event(c, "start", &[]);
