@@ -1272,6 +1272,65 @@ fn parked_containers_are_claimed_with_their_own_program() {
     }
 }
 
+/// A removed container that wrote nothing to its filesystem leaves its directories as a
+/// slot for the next create, emptied; one that wrote leaves nothing.
+#[test]
+fn removed_containers_directories_become_empty_slots() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Berthd::start();
+    let containers = d.data_root().join("containers");
+    let log_of = |id: &str| containers.join(id).join(format!("{id}-json.log"));
+    d.ok(&["run", "--name", "quiet", "busybox", "echo", "secret-output"]);
+    let id = d
+        .ok(&["inspect", "-f", "{{.Id}}", "quiet"])
+        .trim()
+        .to_string();
+    let ino = std::fs::metadata(log_of(&id)).unwrap().ino();
+    d.ok(&["rm", "quiet"]);
+    assert!(!containers.join(&id).exists());
+    let slots: Vec<String> = std::fs::read_dir(&containers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let reused = slots
+        .iter()
+        .find(|s| std::fs::metadata(log_of(s)).is_ok_and(|m| m.ino() == ino))
+        .unwrap_or_else(|| panic!("no slot took the directories of {id}: {slots:?}"));
+    for f in std::fs::read_dir(containers.join(reused)).unwrap() {
+        let f = f.unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 0, "{:?} kept data", f.path());
+    }
+    assert!(d
+        .data_root()
+        .join("overlay")
+        .join(reused)
+        .join("upper")
+        .is_dir());
+
+    d.ok(&[
+        "run",
+        "--name",
+        "wrote",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /f",
+    ]);
+    let id = d
+        .ok(&["inspect", "-f", "{{.Id}}", "wrote"])
+        .trim()
+        .to_string();
+    let ino = std::fs::metadata(log_of(&id)).unwrap().ino();
+    d.ok(&["rm", "wrote"]);
+    for e in std::fs::read_dir(&containers).unwrap() {
+        let s = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            std::fs::metadata(log_of(&s)).map_or(true, |m| m.ino() != ino),
+            "the directories of a container that wrote became slot {s}"
+        );
+    }
+}
+
 /// As under Docker, a container sees its own cgroups at /sys/fs/cgroup, read-only, with its
 /// limits (v1 and hybrid hosts: one directory per hierarchy; pure v2: the unified files).
 #[test]

@@ -788,7 +788,7 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
         }
     }
     d.slots.remove_cgroups(&c.id);
-    for dir in [&paths.overlay, &paths.bundle, &paths.shim, &paths.dir] {
+    for dir in [&paths.bundle, &paths.shim] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -800,6 +800,30 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
             }
         }
     }
+    let (d2, id) = (d.clone(), c.id.clone());
+    let recycled = tokio::task::spawn_blocking(move || d2.slots.recycle(&id))
+        .await
+        .unwrap_or(false);
+    if recycled {
+        return remove_volumes(d, c, volumes);
+    }
+    for dir in [&paths.overlay, &paths.dir] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(ApiError::internal(format!(
+                    "removing {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+    remove_volumes(d, c, volumes)
+}
+
+/// With `volumes`, the container's anonymous volumes.
+fn remove_volumes(d: &Daemon, c: &Ctr, volumes: bool) -> ApiResult<()> {
     if volumes {
         let rec: Record = c.rec().clone();
         for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
