@@ -479,12 +479,15 @@ pub async fn create(
     // answered and its start (in a `docker run`) has gone by: on two cores they would
     // compete with it.
     // Then a container like this one parked in one of them, for the next create: both
-    // right after this container's start (a `docker run`'s), or 15 ms after its create.
-    // In a loop of `docker run`s the next create comes 12-15 ms after this start.
+    // once this container's client is done with it — a `docker run -d`'s at the start, a
+    // `docker run --rm`'s at the removal it waits for (parking meanwhile would compete
+    // with the container's run and exit on two cores) — or 15 ms after the create. In a
+    // loop of `docker run`s the next create comes 12-15 ms after that.
     let (d, template) = (d.clone(), ctr.rec().clone());
+    let auto_remove = template.host_config.auto_remove;
     let mut life = ctr.life.subscribe();
     tokio::spawn(async move {
-        let started = life.wait_for(|l| l.running || l.exits > 0 || l.removed);
+        let started = life.wait_for(|l| l.removed || (!auto_remove && (l.running || l.exits > 0)));
         let _ = tokio::time::timeout(std::time::Duration::from_millis(15), started).await;
         drop(life);
         // Parked first, in a slot already mounted for the image when there is one.
