@@ -154,7 +154,16 @@ impl Daemon {
                 // answered: nothing of it was acknowledged. Its parked container (if any)
                 // goes first.
                 let shim = self.paths(&name).shim;
-                if shim.join(berth_shim::protocol::SOCKET).exists() {
+                if shim.exists() {
+                    // A shim being launched binds its socket within a millisecond of its
+                    // arguments; one that never got them exits on its own.
+                    let sock = shim.join(berth_shim::protocol::SOCKET);
+                    for _ in 0..20 {
+                        if sock.exists() {
+                            break;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                     let _ = crate::container::shim::call(
                         &shim,
                         &crate::container::shim::Request::Shutdown,

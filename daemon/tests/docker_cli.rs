@@ -1183,15 +1183,15 @@ fn parked(d: &Berthd) -> Vec<String> {
         .collect()
 }
 
-/// After a create, berthd parks a container like it in a slot; the next create whose config
-/// differs only in the program (command, environment, working directory, user) claims it
-/// and runs exactly that program, one that differs in more (a memory limit) gets a container
-/// of its own, a missing program fails as it would anyway, and neither a restart after
-/// kill -9 nor a stop leaves a parked container behind.
+/// After a detached create, berthd parks a container like it in a slot; the next create
+/// whose config differs only in the program (command, environment, working directory,
+/// user) claims it and runs exactly that program, one that differs in more (a memory
+/// limit) gets a container of its own, a missing program fails as it would anyway, and
+/// neither a restart after kill -9 nor a stop leaves a parked container behind. An attached
+/// run parks nothing.
 #[test]
 fn parked_containers_are_claimed_with_their_own_program() {
     let mut d = Berthd::start();
-    d.ok(&["run", "--rm", "busybox", "true"]);
     let wait_parked = |d: &Berthd| {
         assert!(
             d.eventually(Duration::from_secs(5), || !parked(d).is_empty()),
@@ -1199,51 +1199,66 @@ fn parked_containers_are_claimed_with_their_own_program() {
             common::tail(&d.log(), 20)
         )
     };
+    let run_d = |d: &Berthd, args: &[&str]| -> (String, String) {
+        let mut all = vec!["run", "-d"];
+        all.extend_from_slice(args);
+        let id = d.ok(&all).trim().to_string();
+        let code = d.ok(&["wait", &id]).trim().to_string();
+        (code, d.ok(&["logs", &id]))
+    };
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(parked(&d).is_empty(), "an attached run parked a container");
+
+    d.ok(&["run", "-d", "busybox", "true"]);
     wait_parked(&d);
     let script = "echo $X $(pwd) $(id -u) $(hostname); exit 3";
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "-e",
-        "X=claimed",
-        "-w",
-        "/tmp",
-        "-u",
-        "65534",
-        "busybox",
-        "sh",
-        "-c",
-        script,
-    ]);
-    assert_eq!(o.status.code(), Some(3), "{o:?}");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, out) = run_d(
+        &d,
+        &[
+            "-e",
+            "X=claimed",
+            "-w",
+            "/tmp",
+            "-u",
+            "65534",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, "3");
     let fields: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(fields[..3], ["claimed", "/tmp", "65534"], "{out}");
     assert_eq!(fields[3].len(), 12, "hostname {out}");
     assert!(d.log().contains("parked container claimed"), "not claimed");
 
     wait_parked(&d);
-    let limit = d.ok(&[
-        "run",
-        "--rm",
-        "-m",
-        "64m",
-        "busybox",
-        "cat",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]);
+    let (_, limit) = run_d(
+        &d,
+        &[
+            "-m",
+            "64m",
+            "busybox",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ],
+    );
     assert_eq!(limit.trim(), "67108864");
     assert!(d
         .log()
         .contains("differs from the parked container's: linux.resources"));
 
+    // Parked like the last one (with the limit), claimed, and the program is missing.
     wait_parked(&d);
-    let o = d.docker(&["run", "--rm", "busybox", "no-such-program"]);
+    let o = d.docker(&["run", "-d", "-m", "64m", "busybox", "no-such-program"]);
     assert_eq!(o.status.code(), Some(127), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
+    assert!(d.log().contains("claiming the parked container"));
 
     // kill -9 with a container parked: the restarted berthd shuts it down.
-    d.ok(&["run", "--rm", "busybox", "true"]);
+    d.ok(&["run", "-d", "busybox", "true"]);
     wait_parked(&d);
     let before = parked(&d);
     d.kill9();
@@ -1258,7 +1273,7 @@ fn parked_containers_are_claimed_with_their_own_program() {
         assert!(!shim.exists(), "parked shim {id} stayed");
     }
     // A stop, too.
-    d.ok(&["run", "--rm", "busybox", "true"]);
+    d.ok(&["run", "-d", "busybox", "true"]);
     wait_parked(&d);
     let before = parked(&d);
     d.stop();

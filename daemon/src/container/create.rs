@@ -478,11 +478,11 @@ pub async fn create(
     // The next create's directories, mounted for this create's image, once this one has
     // answered and its start (in a `docker run`) has gone by: on two cores they would
     // compete with it.
-    // Then a container like this one parked in one of them, for the next create: both
-    // once this container's client is done with it — a `docker run -d`'s at the start, a
-    // `docker run --rm`'s at the removal it waits for (parking meanwhile would compete
-    // with the container's run and exit on two cores) — or 15 ms after the create. In a
-    // loop of `docker run`s the next create comes 12-15 ms after that.
+    // Then (after a detached create) a container like this one parked in one of them, for
+    // the next create: both once this container's client is done with it — a `docker
+    // run -d`'s at the start, a `docker run --rm`'s at the removal it waits for (work
+    // meanwhile would compete with the container's run and exit on two cores) — or 15 ms
+    // after the create. In a loop of `docker run`s the next create comes 12-15 ms after.
     let (d, template) = (d.clone(), ctr.rec().clone());
     let auto_remove = template.host_config.auto_remove;
     let mut life = ctr.life.subscribe();

@@ -293,8 +293,15 @@ async fn claim(
 /// like `template` would make, created by a berth-shim without its program (see `slots`).
 /// Run after a create has answered; a failure only costs the slot. False when no slot is
 /// mounted for the image (yet).
+///
+/// Only after a detached create (a `docker run -d`'s): an attached client (`docker run`,
+/// `--rm` or not) attaches and asks to wait before it starts, ~3 ms in which the start's
+/// preparation creates the container anyway, and parking would only compete with its
+/// exit on two cores.
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
-    if template.config.tty || template.config.open_stdin || !d.cfg.park {
+    let c = &template.config;
+    let attached = c.attach_stdin || c.attach_stdout || c.attach_stderr;
+    if attached || c.tty || c.open_stdin || !d.cfg.park {
         return true;
     }
     let id = match d.slots.take_to_warm(&template.image_id) {
