@@ -49,8 +49,9 @@ fn a_claimed_container_runs_the_claims_program() {
     rt.ok(&["delete", &id]);
 }
 
-#[test]
-fn a_claim_that_changes_more_than_the_program_is_refused_and_destroys() {
+/// Parks `true` with stdio on /dev/null, edits its config with `edit`, claims it: the
+/// claim's error, after checking that the container and its init are gone.
+fn failed_claim(edit: impl FnOnce(&mut serde_json::Value)) -> String {
     let rt = Runtime::new();
     let mut b = Bundle::new(&["true"]);
     let id = common::unique_id("parked");
@@ -58,31 +59,26 @@ fn a_claim_that_changes_more_than_the_program_is_refused_and_destroys() {
     let fd = null.as_raw_fd();
     let parked = container::create_parked(&options(&rt, &b, &id, [fd, fd, fd])).unwrap();
     let pid = parked.container().record.pid;
-    b.edit(|c| c["hostname"] = json!("other"));
+    b.edit(edit);
     let err = container::claim(parked, b.path())
         .err()
-        .unwrap()
+        .expect("the claim fails")
         .to_string();
-    assert!(err.contains("more than its program"), "{err}");
     assert!(!rt.container_dir(&id).exists());
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    err
+}
+
+#[test]
+fn a_claim_that_changes_more_than_the_program_is_refused_and_destroys() {
+    let err = failed_claim(|c| c["hostname"] = json!("other"));
+    assert!(err.contains("more than its program"), "{err}");
 }
 
 #[test]
 fn a_claimed_program_that_is_missing_fails_the_claim() {
-    let rt = Runtime::new();
-    let mut b = Bundle::new(&["true"]);
-    let id = common::unique_id("parked");
-    let null = std::fs::File::open("/dev/null").unwrap();
-    let fd = null.as_raw_fd();
-    let parked = container::create_parked(&options(&rt, &b, &id, [fd, fd, fd])).unwrap();
-    b.edit(|c| c["process"]["args"] = json!(["no-such-program"]));
-    let err = container::claim(parked, b.path())
-        .err()
-        .unwrap()
-        .to_string();
+    let err = failed_claim(|c| c["process"]["args"] = json!(["no-such-program"]));
     assert!(err.contains("executable file not found"), "{err}");
-    assert!(!rt.container_dir(&id).exists());
 }
 
 #[test]

@@ -124,6 +124,19 @@ impl Conn {
         self.send(&[&line])
     }
 
+    /// A last reply, written out before the shim exits: waits up to ~100 ms for the socket
+    /// to take it; a client that does not take it loses it.
+    pub fn reply_last(&mut self, r: &Response) {
+        let _ = self.reply(r);
+        // Bounded: a reply line is small.
+        for _ in 0..100 {
+            if self.flush().is_err() || self.pending() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Write what is queued, as far as the socket takes it. Err: the client is gone.
     pub fn flush(&mut self) -> io::Result<()> {
         // Bounded: each pass writes something or stops.

@@ -523,14 +523,7 @@ impl Shim {
         };
         for c in self.conns.iter_mut().flatten() {
             if c.mode == Mode::ShuttingDown {
-                let _ = c.reply(&reply);
-                // Bounded: a reply line is small; a client that does not take it loses it.
-                for _ in 0..100 {
-                    if c.flush().is_err() || c.pending() == 0 {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                c.reply_last(&reply);
             }
         }
         self.done = true;
@@ -996,14 +989,7 @@ impl Shim {
                             message: format!("claim container {}: {e}", self.cfg.id),
                         };
                         if let Some(c) = self.conns[slot].as_mut() {
-                            let _ = c.reply(&reply);
-                            // Bounded: a reply line is small.
-                            for _ in 0..100 {
-                                if c.flush().is_err() || c.pending() == 0 {
-                                    break;
-                                }
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
+                            c.reply_last(&reply);
                         }
                         self.done = true;
                         None

@@ -795,26 +795,20 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
         }
     }
     d.slots.remove_cgroups(&c.id);
-    for dir in [&paths.bundle, &paths.shim] {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ApiError::internal(format!(
-                    "removing {}: {e}",
-                    dir.display()
-                )))
-            }
-        }
-    }
+    remove_dirs(&[&paths.bundle, &paths.shim])?;
     let (d2, id) = (d.clone(), c.id.clone());
     let recycled = tokio::task::spawn_blocking(move || d2.slots.recycle(&id))
         .await
         .unwrap_or(false);
-    if recycled {
-        return remove_volumes(d, c, volumes);
+    if !recycled {
+        remove_dirs(&[&paths.overlay, &paths.dir])?;
     }
-    for dir in [&paths.overlay, &paths.dir] {
+    remove_volumes(d, c, volumes)
+}
+
+/// Removes each directory with what it holds; one already gone is not an error.
+fn remove_dirs(dirs: &[&std::path::Path]) -> ApiResult<()> {
+    for dir in dirs {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -826,7 +820,7 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
             }
         }
     }
-    remove_volumes(d, c, volumes)
+    Ok(())
 }
 
 /// With `volumes`, the container's anonymous volumes.
