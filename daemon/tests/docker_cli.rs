@@ -1234,7 +1234,14 @@ fn parked_containers_are_claimed_with_their_own_program() {
     assert_eq!(fields[3].len(), 12, "hostname {out}");
     assert!(d.log().contains("parked container claimed"), "not claimed");
 
+    // Parked like that run, without its arguments and environment.
     wait_parked(&d);
+    for id in parked(&d) {
+        let bundle = d.exec_root().join("containers").join(&id);
+        let config = std::fs::read_to_string(bundle.join("config.json")).unwrap();
+        assert!(!config.contains("X=claimed"), "{config}");
+        assert!(!config.contains("$(pwd)"), "{config}");
+    }
     let (_, limit) = run_d(
         &d,
         &[

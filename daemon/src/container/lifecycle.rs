@@ -316,6 +316,9 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     rec.id = id.clone();
     rec.name = String::new();
     rec.state = Default::default();
+    // Arguments and environment are the claim's (and may hold secrets): none kept here.
+    rec.args.clear();
+    rec.config.env.clear();
     let paths = d.paths(&id);
     let made = async {
         rootfs::write_etc_files(&paths.bundle, &rec)?;
