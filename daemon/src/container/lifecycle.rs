@@ -114,7 +114,7 @@ async fn prepare(
     let root = ensure_rootfs(d, c)?;
     let rec = c.rec().clone();
     if let Some(warm) = c.take_warm() {
-        if claim(d, &rec, &paths, &root, &warm).await? {
+        if claim(&rec, &paths, &root, &warm).await? {
             c.set_held(true);
             lap(c, t0, "parked container claimed");
             return Ok(Ok(()));
@@ -128,7 +128,7 @@ async fn prepare(
     } else {
         Some(d.netns.take().map_err(ApiError::internal)?)
     };
-    let cfg = write_config(d, &rec, &paths, &root, netns.as_ref().map(|n| n.path()))?;
+    let cfg = write_config(&rec, &paths, &root, netns.as_ref().map(|n| n.path()))?;
     drop(cfg);
     // A previous run's shim state (socket, exit record) must not answer for this one.
     let _ = std::fs::remove_dir_all(&paths.shim);
@@ -168,7 +168,6 @@ fn launch_of<'a>(
 
 /// The container's OCI config, written to its bundle (with its /etc files if missing).
 fn write_config(
-    d: &Daemon,
     rec: &Record,
     paths: &super::Paths,
     root: &std::path::Path,
@@ -201,7 +200,6 @@ fn write_config(
             netns: netns.as_deref(),
         },
     )?;
-    let _ = d;
     std::fs::create_dir_all(&paths.bundle)?;
     let cfg = serde_json::to_value(&cfg).expect("spec serialises");
     util::replace_file(
@@ -251,13 +249,12 @@ fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> String {
 /// Claims the slot's parked container for `rec` if their configs differ only in the
 /// program; false (nothing claimed, the parked one still there or gone) otherwise.
 async fn claim(
-    d: &Daemon,
     rec: &Record,
     paths: &super::Paths,
     root: &std::path::Path,
     warm: &super::slots::Warm,
 ) -> ApiResult<bool> {
-    let cfg = write_config(d, rec, paths, root, warm.netns.as_ref().map(|n| n.path()))?;
+    let cfg = write_config(rec, paths, root, warm.netns.as_ref().map(|n| n.path()))?;
     let (a, b) = (without_program(cfg), without_program(warm.config.clone()));
     if a != b {
         if crate::log::debug_enabled() {
@@ -328,7 +325,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
             Some(d.netns.take().map_err(ApiError::internal)?)
         };
         let netns_path = netns.as_ref().map(|n| n.path());
-        let config = write_config(&d, &rec, &paths, &paths.merged(), netns_path)?;
+        let config = write_config(&rec, &paths, &paths.merged(), netns_path)?;
         let _ = std::fs::remove_dir_all(&paths.shim);
         let log = paths.log(&rec.id);
         shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, true))
