@@ -141,6 +141,16 @@ impl Daemon {
     /// watched again, dead ones get their exit recorded, restart policies are applied.
     pub async fn restore(self: &Arc<Daemon>) -> anyhow::Result<()> {
         let dir = self.cfg.data_root.join("containers");
+        // An overlay directory without a record directory: left by a crash while a removed
+        // container's directories became a slot (see `Slots::recycle`).
+        if let Ok(overlays) = std::fs::read_dir(self.cfg.data_root.join("overlay")) {
+            for e in overlays.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !dir.join(&name).exists() && !self.slots.owns(&name) {
+                    self.slots.remove(&name);
+                }
+            }
+        }
         let mut loaded = Vec::new();
         for e in std::fs::read_dir(&dir)? {
             let e = e?;

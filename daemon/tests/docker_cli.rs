@@ -1209,6 +1209,16 @@ fn parked_containers_are_claimed_with_their_own_program() {
     d.ok(&["run", "--rm", "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(parked(&d).is_empty(), "an attached run parked a container");
+    // Nor a run with a bind mount (its source could change before the claim).
+    let src = d.dir.path().join("bound");
+    std::fs::create_dir(&src).unwrap();
+    let bind = format!("{}:/bound", src.display());
+    d.ok(&["run", "-d", "-v", &bind, "busybox", "true"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        parked(&d).is_empty(),
+        "a run with a bind mount parked a container"
+    );
 
     d.ok(&["run", "-d", "busybox", "true"]);
     wait_parked(&d);
@@ -1233,6 +1243,25 @@ fn parked_containers_are_claimed_with_their_own_program() {
     assert_eq!(fields[..3], ["claimed", "/tmp", "65534"], "{out}");
     assert_eq!(fields[3].len(), 12, "hostname {out}");
     assert!(d.log().contains("parked container claimed"), "not claimed");
+
+    // A run with stdin does not claim it (the parked shim has none to give).
+    wait_parked(&d);
+    let mut child = d
+        .cmd()
+        .args(["run", "-i", "--rm", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    d.ok(&["run", "-d", "busybox", "true"]);
 
     // Parked like that run, without its arguments and environment.
     wait_parked(&d);
@@ -1328,6 +1357,14 @@ fn removed_containers_directories_become_empty_slots() {
         .join(reused)
         .join("upper")
         .is_dir());
+
+    // A container that changed its root's mode leaves no slot: the next root is 0755.
+    d.ok(&["run", "--name", "chmod", "busybox", "chmod", "777", "/"]);
+    d.ok(&["rm", "chmod"]);
+    for _ in 0..3 {
+        let mode = d.ok(&["run", "--rm", "busybox", "stat", "-c", "%a", "/"]);
+        assert_eq!(mode.trim(), "755");
+    }
 
     d.ok(&[
         "run",

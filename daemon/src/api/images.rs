@@ -167,8 +167,8 @@ pub async fn prune(ctx: &Ctx) -> ApiResult {
     let d = ctx.d.clone();
     let report = tokio::task::spawn_blocking(move || {
         // No layer may go while a directory slot has it mounted.
-        d.slots.release_mounts();
-        d.images.prune(!all, &|id| user_of(&d, id))
+        d.slots
+            .without_mounts(|| d.images.prune(!all, &|id| user_of(&d, id)))
     })
     .await
     .map_err(ApiError::internal)??;
@@ -184,9 +184,10 @@ pub async fn by_name(ctx: &Ctx, method: &Method, rest: &[&str]) -> ApiResult {
         let name = joined.clone();
         let out = tokio::task::spawn_blocking(move || {
             // No layer may go while a directory slot has it mounted.
-            d.slots.release_mounts();
-            d.images
-                .remove(&name, force, noprune, &|id| user_of(&d, id))
+            d.slots.without_mounts(|| {
+                d.images
+                    .remove(&name, force, noprune, &|id| user_of(&d, id))
+            })
         })
         .await
         .map_err(ApiError::internal)??;

@@ -114,13 +114,21 @@ async fn prepare(
     let root = ensure_rootfs(d, c)?;
     let rec = c.rec().clone();
     if let Some(warm) = c.take_warm() {
-        if claim(&rec, &paths, &root, &warm).await? {
+        // stdin is the shim's, not the config's: a parked shim has none.
+        let claimed = if rec.config.open_stdin {
+            Ok(false)
+        } else {
+            claim(&rec, &paths, &root, &warm).await
+        };
+        if let Ok(true) = claimed {
             c.set_held(true);
             lap(c, t0, "parked container claimed");
             return Ok(Ok(()));
         }
-        // Not this config's: gone, and its runtime state with it, before one of our own.
+        // Not this config's (or its config could not be written): gone, and its runtime
+        // state with it, before one of our own.
         let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+        claimed?;
     }
     // Held until the shim has created the container in it.
     let netns = if rec.host_config.network_mode == "host" {
@@ -298,7 +306,15 @@ async fn claim(
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let c = &template.config;
     let attached = c.attach_stdin || c.attach_stdout || c.attach_stderr;
-    if attached || c.tty || c.open_stdin || !d.cfg.park {
+    // Bind and volume mounts (and --init's docker-init) are made when parking: a file
+    // replaced (an editor's save, a checkout, an upgrade) or a volume recreated by the
+    // claim would go unseen behind the same path.
+    let binds = template
+        .mounts
+        .iter()
+        .any(|m| m.kind == "bind" || m.kind == "volume");
+    let init = template.host_config.init.unwrap_or(false);
+    if attached || binds || init || c.tty || c.open_stdin || !d.cfg.park {
         return true;
     }
     let id = match d.slots.take_to_warm(&template.image_id) {
@@ -781,7 +797,7 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
         shut_down_shim(d, c).await;
     }
-    rootfs::unmount(&paths).map_err(ApiError::internal)?;
+    let busy = rootfs::unmount_reporting_busy(&paths).map_err(ApiError::internal)?;
     // Not recursive: were the overlay somehow still mounted there, this fails instead of
     // deleting the container's files through it.
     match std::fs::remove_dir(&paths.rootfs) {
@@ -796,10 +812,13 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
     }
     d.slots.remove_cgroups(&c.id);
     remove_dirs(&[&paths.bundle, &paths.shim])?;
+    // An overlay only detached (a file still open under it) still writes to its upper dir:
+    // never handed to another container.
     let (d2, id) = (d.clone(), c.id.clone());
-    let recycled = tokio::task::spawn_blocking(move || d2.slots.recycle(&id))
-        .await
-        .unwrap_or(false);
+    let recycled = !busy
+        && tokio::task::spawn_blocking(move || d2.slots.recycle(&id))
+            .await
+            .unwrap_or(false);
     if !recycled {
         remove_dirs(&[&paths.overlay, &paths.dir])?;
     }

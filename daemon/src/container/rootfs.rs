@@ -186,12 +186,22 @@ fn is_opaque(dir: &Path) -> bool {
 }
 
 pub fn unmount(paths: &Paths) -> io::Result<()> {
+    unmount_reporting_busy(paths).map(|_| ())
+}
+
+/// As `unmount`; true when the overlay was still in use (an open file under it) and was
+/// only detached: it stays alive, writing to its upper dir, until the last user goes.
+pub fn unmount_reporting_busy(paths: &Paths) -> io::Result<bool> {
     let merged = paths.merged();
     if !is_mountpoint(&merged).unwrap_or(false) {
-        return Ok(());
+        return Ok(false);
     }
     let t = cstr(&merged)?;
     // SAFETY: t is a valid NUL-terminated path.
+    if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
+        return Ok(false);
+    }
+    // SAFETY: as above.
     if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } != 0 {
         let e = io::Error::last_os_error();
         return Err(io::Error::new(
@@ -199,7 +209,7 @@ pub fn unmount(paths: &Paths) -> io::Result<()> {
             format!("unmount {}: {e}", merged.display()),
         ));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// True when `p` is the root of a mount: one statx call (STATX_ATTR_MOUNT_ROOT, Linux 5.8),

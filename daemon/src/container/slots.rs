@@ -61,6 +61,8 @@ pub struct Slots {
     /// The image new slots are mounted for (the last one created from). Held while a slot is
     /// mounted, so that removing an image waits for that mount and then undoes it.
     image: Mutex<Option<Lower>>,
+    /// berthd is stopping: no slot is made, recycled or parked in any more.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// A slot waiting to be taken.
@@ -112,6 +114,7 @@ impl Slots {
             host: Host::detect().ok(),
             ready: Mutex::default(),
             image: Mutex::default(),
+            closing: Default::default(),
         }
     }
 
@@ -136,6 +139,9 @@ impl Slots {
     /// slot is mounted for the image (yet).
     #[allow(clippy::result_unit_err)]
     pub fn take_to_warm(&self, image_id: &str) -> Result<Option<String>, ()> {
+        if self.is_closing() {
+            return Ok(None);
+        }
         let mut ready = self.ready.lock().unwrap();
         if ready.iter().any(|s| s.warm.is_some() || s.warming) {
             return Ok(None);
@@ -149,17 +155,25 @@ impl Slots {
     }
 
     /// The parked container of a slot marked by `take_to_warm`; false when the slot is gone
-    /// (berthd stopping, images removed), the parked container then being the caller's.
+    /// (images removed) or berthd is stopping, the parked container then being the caller's
+    /// to shut down.
     pub fn put_warm(&self, id: &str, warm: Warm) -> bool {
         let mut ready = self.ready.lock().unwrap();
+        let closing = self.is_closing();
         match ready.iter_mut().find(|s| s.id == id) {
             Some(s) => {
-                s.warm = Some(warm);
                 s.warming = false;
-                true
+                if !closing {
+                    s.warm = Some(warm);
+                }
+                !closing
             }
             None => false,
         }
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Drops slot `id` from the ready ones (its directories stay; see `remove`).
@@ -203,11 +217,18 @@ impl Slots {
         *self.image.lock().unwrap() = Some(lower);
     }
 
-    /// Unmounts every ready slot's overlay and mounts no more until the next create: an
-    /// image's layers are about to be removed. Blocking.
-    pub fn release_mounts(&self) {
+    /// Runs `remove` (which removes image layers) with no slot mounted: every ready slot's
+    /// overlay unmounted and its parked container shut down first, and no slot mounted
+    /// (refill, recycle) until `remove` has returned and the next create names an image.
+    /// Blocking.
+    pub fn without_mounts<T>(&self, remove: impl FnOnce() -> T) -> T {
         self.wait_warming();
         let mut image = self.image.lock().unwrap();
+        self.release_mounts(&mut image);
+        remove()
+    }
+
+    fn release_mounts(&self, image: &mut Option<Lower>) {
         *image = None;
         for id in self.take_warm() {
             super::shim::shut_down_blocking(&self.paths(&id).shim);
@@ -225,7 +246,7 @@ impl Slots {
 
     /// Makes slots until [`TARGET`] are ready. Blocking: run it off the async threads.
     pub fn refill(&self) {
-        while self.ready.lock().unwrap().len() < TARGET {
+        while self.ready.lock().unwrap().len() < TARGET && !self.is_closing() {
             let id = crate::util::random_id();
             if let Err(e) = self.make(&id) {
                 crate::log::warn(format_args!("making directory slot {id}: {e}"));
@@ -244,7 +265,14 @@ impl Slots {
                 },
                 None => None,
             };
-            self.ready.lock().unwrap().push(Slot {
+            let mut ready = self.ready.lock().unwrap();
+            if self.is_closing() {
+                // `clear` has run or is running: this one is not among those it removes.
+                drop(ready);
+                self.remove(&id);
+                return;
+            }
+            ready.push(Slot {
                 id,
                 mounted,
                 warm: None,
@@ -256,7 +284,16 @@ impl Slots {
     /// Removes every ready slot (berthd is stopping): their directories, mounts and cgroups
     /// would otherwise outlive a data-root that is removed after.
     pub fn clear(&self) {
-        self.wait_warming();
+        // Set under the ready lock: a slot pushed after this sees it and removes itself.
+        let warming = {
+            let ready = self.ready.lock().unwrap();
+            self.closing
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            ready.iter().any(|s| s.warming)
+        };
+        if warming {
+            self.wait_warming();
+        }
         let ready = std::mem::take(&mut *self.ready.lock().unwrap());
         for s in ready {
             if s.warm.is_some() {
@@ -274,6 +311,11 @@ impl Slots {
         let _ = fs::remove_dir(&paths.rootfs);
         let _ = fs::remove_dir_all(&paths.dir);
         let _ = fs::remove_dir_all(&paths.overlay);
+        // A parked container's bundle and shim dir, and its runtime state if its shim died
+        // without deleting it.
+        let _ = fs::remove_dir_all(&paths.bundle);
+        let _ = fs::remove_dir_all(&paths.shim);
+        let _ = fs::remove_dir_all(self.exec_root.join("runtime").join(id));
         self.remove_cgroups(id);
     }
 
@@ -313,6 +355,9 @@ impl Slots {
     /// gone and its overlay unmounted. False (nothing changed) when it does not apply; the
     /// caller then removes the directories. Blocking.
     pub fn recycle(&self, old: &str) -> bool {
+        if self.is_closing() {
+            return false;
+        }
         // One more than a refill makes: the refill after a `docker run --rm`'s start often
         // comes before its container is removed.
         if self.ready.lock().unwrap().len() > TARGET {
@@ -338,7 +383,13 @@ impl Slots {
                 }
             }
         });
-        self.ready.lock().unwrap().push(Slot {
+        let mut ready = self.ready.lock().unwrap();
+        if self.is_closing() {
+            drop(ready);
+            self.remove(&new);
+            return true;
+        }
+        ready.push(Slot {
             id: new,
             mounted,
             warm: None,
@@ -356,6 +407,15 @@ impl Slots {
         let _ = remove_xattr(&upper, c"trusted.overlay.uuid");
         if fs::read_dir(&upper)?.next().is_some() || has_xattrs(&upper)? {
             return Ok(false);
+        }
+        // The upper dir carries the root's own mode and owner: a `chmod 777 /` or a chown of
+        // / in the old container must not become the next one's root.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let m = fs::metadata(&upper)?;
+            if m.mode() & 0o7777 != 0o755 || m.uid() != 0 || m.gid() != 0 {
+                return Ok(false);
+            }
         }
         let record = from.record();
         let twin = crate::util::tmp_path(&record);
@@ -379,8 +439,11 @@ impl Slots {
                 file.sync_all()?;
             }
         }
-        fs::rename(&from.dir, &to.dir)?;
+        // The overlay first: a crash between the two leaves the old record directory, whose
+        // empty record makes `restore` remove it, and an overlay directory of the new id,
+        // which `restore` removes as having no record directory.
         fs::rename(&from.overlay, &to.overlay)?;
+        fs::rename(&from.dir, &to.dir)?;
         fs::File::open(self.data_root.join("containers"))?.sync_all()?;
         fs::File::open(self.data_root.join("overlay"))?.sync_all()?;
         for cg in self.cgroups(new) {
