@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::Paths;
 
-fn cstr(p: &Path) -> io::Result<CString> {
+pub(super) fn cstr(p: &Path) -> io::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 

@@ -65,12 +65,13 @@ pub struct Slots {
     closing: std::sync::atomic::AtomicBool,
 }
 
-/// A slot waiting to be taken.
-struct Slot {
-    id: String,
+/// A slot: waiting to be taken, or taken for a new container.
+pub struct Slot {
+    pub id: String,
     /// The image whose overlay is mounted at the slot's rootfs, if any.
-    mounted: Option<String>,
-    warm: Option<Warm>,
+    pub mounted: Option<String>,
+    /// A container parked under this id by berth-shim, to claim or shut down.
+    pub warm: Option<Warm>,
     /// A container is being parked in it (not to be taken until it is).
     warming: bool,
 }
@@ -92,15 +93,6 @@ pub struct Lower {
     pub dirs: Vec<PathBuf>,
 }
 
-/// A slot taken for a new container.
-pub struct Taken {
-    pub id: String,
-    /// The image whose overlay is already mounted at the container's rootfs, if any.
-    pub mounted: Option<String>,
-    /// A container parked under this id by berth-shim, to claim or shut down.
-    pub warm: Option<Warm>,
-}
-
 /// The cgroup path berthd gives a container (its config's cgroupsPath).
 pub fn cgroups_path(id: &str) -> String {
     format!("/berth/{id}")
@@ -119,19 +111,14 @@ impl Slots {
     }
 
     /// A ready slot, taken for a new container; None when none is ready.
-    pub fn take(&self) -> Option<Taken> {
+    pub fn take(&self) -> Option<Slot> {
         let mut ready = self.ready.lock().unwrap();
         // The parked container's slot first, else the newest ready one.
         let i = match ready.iter().position(|s| s.warm.is_some()) {
             Some(i) => i,
             None => ready.iter().rposition(|s| !s.warming)?,
         };
-        let s = ready.remove(i);
-        Some(Taken {
-            id: s.id,
-            mounted: s.mounted,
-            warm: s.warm,
-        })
+        Some(ready.remove(i))
     }
 
     /// A ready slot mounted for `image_id` to park a container in, marked as warming (not
@@ -253,32 +240,40 @@ impl Slots {
                 self.remove(&id);
                 return;
             }
-            // Mounted and made ready under the image lock: `release_mounts` sees every mount.
-            let image = self.image.lock().unwrap();
-            let mounted = match image.as_ref() {
-                Some(lower) => match super::rootfs::mount(&self.paths(&id), &lower.dirs) {
-                    Ok(()) => Some(lower.image_id.clone()),
-                    Err(e) => {
-                        crate::log::warn(format_args!("mounting slot {id}: {e}"));
-                        None
-                    }
-                },
-                None => None,
-            };
-            let mut ready = self.ready.lock().unwrap();
-            if self.is_closing() {
-                // `clear` has run or is running: this one is not among those it removes.
-                drop(ready);
-                self.remove(&id);
+            if !self.mount_and_ready(id) {
                 return;
             }
-            ready.push(Slot {
-                id,
-                mounted,
-                warm: None,
-                warming: false,
-            });
         }
+    }
+
+    /// Mounts slot `id` for the image of the last create (if any) and makes it ready, both
+    /// under the image lock, so `release_mounts` sees every mount; false (the slot removed)
+    /// when berthd is stopping: `clear` has run or is running, and this one is not among
+    /// those it removes.
+    fn mount_and_ready(&self, id: String) -> bool {
+        let image = self.image.lock().unwrap();
+        let mounted = image.as_ref().and_then(|lower| {
+            match super::rootfs::mount(&self.paths(&id), &lower.dirs) {
+                Ok(()) => Some(lower.image_id.clone()),
+                Err(e) => {
+                    crate::log::warn(format_args!("mounting slot {id}: {e}"));
+                    None
+                }
+            }
+        });
+        let mut ready = self.ready.lock().unwrap();
+        if self.is_closing() {
+            drop(ready);
+            self.remove(&id);
+            return false;
+        }
+        ready.push(Slot {
+            id,
+            mounted,
+            warm: None,
+            warming: false,
+        });
+        true
     }
 
     /// Removes every ready slot (berthd is stopping): their directories, mounts and cgroups
@@ -373,28 +368,7 @@ impl Slots {
                 return false;
             }
         }
-        let image = self.image.lock().unwrap();
-        let mounted = image.as_ref().and_then(|lower| {
-            match super::rootfs::mount(&self.paths(&new), &lower.dirs) {
-                Ok(()) => Some(lower.image_id.clone()),
-                Err(e) => {
-                    crate::log::warn(format_args!("mounting slot {new}: {e}"));
-                    None
-                }
-            }
-        });
-        let mut ready = self.ready.lock().unwrap();
-        if self.is_closing() {
-            drop(ready);
-            self.remove(&new);
-            return true;
-        }
-        ready.push(Slot {
-            id: new,
-            mounted,
-            warm: None,
-            warming: false,
-        });
+        self.mount_and_ready(new);
         true
     }
 
@@ -446,10 +420,15 @@ impl Slots {
         fs::rename(&from.dir, &to.dir)?;
         fs::File::open(self.data_root.join("containers"))?.sync_all()?;
         fs::File::open(self.data_root.join("overlay"))?.sync_all()?;
-        for cg in self.cgroups(new) {
+        self.make_cgroups(new)?;
+        Ok(true)
+    }
+
+    fn make_cgroups(&self, id: &str) -> io::Result<()> {
+        for cg in self.cgroups(id) {
             fs::create_dir_all(&cg)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     fn make(&self, id: &str) -> io::Result<()> {
@@ -480,21 +459,12 @@ impl Slots {
         fs::create_dir(overlay)?;
         fs::create_dir(overlay.join("upper"))?;
         fs::create_dir(overlay.join("work"))?;
-        for cg in self.cgroups(id) {
-            fs::create_dir_all(&cg)?;
-        }
-        Ok(())
+        self.make_cgroups(id)
     }
 }
 
-fn cpath(path: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
-
 fn remove_xattr(path: &Path, name: &std::ffi::CStr) -> io::Result<()> {
-    let c = cpath(path)?;
+    let c = super::rootfs::cstr(path)?;
     // SAFETY: both are valid C strings.
     if unsafe { libc::removexattr(c.as_ptr(), name.as_ptr()) } != 0 {
         return Err(io::Error::last_os_error());
@@ -505,7 +475,7 @@ fn remove_xattr(path: &Path, name: &std::ffi::CStr) -> io::Result<()> {
 /// Whether `path` carries any extended attribute (an overlay upper dir marked opaque or
 /// impure is not handed to another container).
 fn has_xattrs(path: &Path) -> io::Result<bool> {
-    let c = cpath(path)?;
+    let c = super::rootfs::cstr(path)?;
     // SAFETY: c is a valid C string; a NULL list with size 0 only asks for the size.
     let n = unsafe { libc::listxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
     if n < 0 {
