@@ -174,12 +174,7 @@ impl Daemon {
                         }
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
-                    let _ = crate::container::shim::call(
-                        &shim,
-                        &crate::container::shim::Request::Shutdown,
-                    )
-                    .await;
-                    let _ = std::fs::remove_dir_all(&shim);
+                    crate::container::lifecycle::shut_down_shim_of(self, &name).await;
                 }
                 self.slots.remove(&name);
                 continue;

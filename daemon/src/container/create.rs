@@ -377,9 +377,7 @@ pub async fn create(
     };
     if warm.is_some() && premounted.as_ref() != Some(&image_id) {
         // Parked for another image: gone, with its runtime state, before its overlay goes.
-        let shim_dir = d.paths(&id).shim;
-        let _ = super::shim::call(&shim_dir, &super::shim::Request::Shutdown).await;
-        let _ = std::fs::remove_dir_all(&shim_dir);
+        super::lifecycle::shut_down_shim_of(d, &id).await;
         warm = None;
     }
     let had_warm = warm.is_some();

@@ -127,15 +127,10 @@ async fn prepare(
         }
         // Not this config's (or its config could not be written): gone, and its runtime
         // state with it, before one of our own.
-        let _ = shim::call(&paths.shim, &Request::Shutdown).await;
+        shut_down_shim_of(d, &c.id).await;
         claimed?;
     }
-    // Held until the shim has created the container in it.
-    let netns = if rec.host_config.network_mode == "host" {
-        None
-    } else {
-        Some(d.netns.take().map_err(ApiError::internal)?)
-    };
+    let netns = take_netns(d, &rec)?;
     let cfg = write_config(&rec, &paths, &root, netns.as_ref().map(|n| n.path()))?;
     drop(cfg);
     // A previous run's shim state (socket, exit record) must not answer for this one.
@@ -263,8 +258,8 @@ async fn claim(
     warm: &super::slots::Warm,
 ) -> ApiResult<bool> {
     let cfg = write_config(rec, paths, root, warm.netns.as_ref().map(|n| n.path()))?;
-    let (a, b) = (without_program(cfg), without_program(warm.config.clone()));
-    if a != b {
+    let (a, b) = (without_program(cfg), &warm.config);
+    if a != *b {
         if crate::log::debug_enabled() {
             crate::log::debug(format_args!(
                 "{}: config differs from the parked container's: {}",
@@ -335,11 +330,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let paths = d.paths(&id);
     let made = async {
         rootfs::write_etc_files(&paths.bundle, &rec)?;
-        let netns = if rec.host_config.network_mode == "host" {
-            None
-        } else {
-            Some(d.netns.take().map_err(ApiError::internal)?)
-        };
+        let netns = take_netns(&d, &rec)?;
         let netns_path = netns.as_ref().map(|n| n.path());
         let config = write_config(&rec, &paths, &paths.merged(), netns_path)?;
         let _ = std::fs::remove_dir_all(&paths.shim);
@@ -348,7 +339,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
             .await
             .map_err(ApiError::internal)?;
         Ok::<_, ApiError>(super::slots::Warm {
-            config,
+            config: without_program(config),
             netns: netns.map(Arc::new),
         })
     }
@@ -358,8 +349,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
             crate::log::debug(format_args!("parked a container in slot {}", &id[..12]));
             if !d.slots.put_warm(&id, w) {
                 // Its slot went meanwhile.
-                let _ = shim::call(&paths.shim, &Request::Shutdown).await;
-                let _ = std::fs::remove_dir_all(&paths.shim);
+                shut_down_shim_of(&d, &id).await;
             }
         }
         Err(e) => {
@@ -378,9 +368,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
 
 /// Shuts down a slot's parked container, if any, and removes the slot.
 pub async fn discard_slot(d: &Arc<Daemon>, id: &str) {
-    let paths = d.paths(id);
-    let _ = shim::call(&paths.shim, &Request::Shutdown).await;
-    let _ = std::fs::remove_dir_all(&paths.shim);
+    shut_down_shim_of(d, id).await;
     let (d, id) = (d.clone(), id.to_string());
     let _ = tokio::task::spawn_blocking(move || {
         d.slots.forget(&id);
@@ -425,9 +413,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
                 Ok((r, _)) => format!("unexpected shim reply {r:?}"),
                 Err(e) => e.to_string(),
             };
-            let _ = shim::call(&paths.shim, &Request::Shutdown).await;
-            let _ = std::fs::remove_dir_all(&paths.shim);
-            c.set_held(false);
+            shut_down_shim(d, c).await;
             return Err(start_failed(
                 d,
                 c,
@@ -859,11 +845,26 @@ fn remove_volumes(d: &Daemon, c: &Ctr, volumes: bool) -> ApiResult<()> {
 /// start) or one whose container has exited: it deletes the container from the runtime and
 /// exits; its state dir goes with it.
 pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
-    let sd = d.paths(&c.id).shim;
+    shut_down_shim_of(d, &c.id).await;
+    c.set_held(false);
+}
+
+/// Shuts down the shim of container (or slot) `id`, if one answers, and removes its state
+/// dir.
+pub async fn shut_down_shim_of(d: &Daemon, id: &str) {
+    let sd = d.paths(id).shim;
     let _ =
         tokio::time::timeout(Duration::from_secs(10), shim::call(&sd, &Request::Shutdown)).await;
     let _ = std::fs::remove_dir_all(&sd);
-    c.set_held(false);
+}
+
+/// A network namespace from the pool for `rec`, None with the host's network. Held until
+/// the shim has created the container in it.
+fn take_netns(d: &Daemon, rec: &Record) -> ApiResult<Option<crate::netns::Netns>> {
+    if rec.host_config.network_mode == "host" {
+        return Ok(None);
+    }
+    d.netns.take().map(Some).map_err(ApiError::internal)
 }
 
 /// Out of the registry: name and id free, waiters and attach clients released.

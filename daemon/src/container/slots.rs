@@ -76,9 +76,11 @@ pub struct Slot {
     warming: bool,
 }
 
-/// A slot's parked container: the config.json it was created from.
+/// A slot's parked container.
 #[derive(Clone)]
 pub struct Warm {
+    /// The config.json it was created from, without what a claim may change (see
+    /// `lifecycle::claim`).
     pub config: serde_json::Value,
     /// The network namespace it is in, None with the host's: held open while it is parked,
     /// since a claim's config names it by the same descriptor path.
