@@ -264,7 +264,7 @@ async fn claim(
             crate::log::debug(format_args!(
                 "{}: config differs from the parked container's: {}",
                 &rec.id[..12],
-                first_difference(&a, &b)
+                first_difference(&a, b)
             ));
         }
         return Ok(false);
