@@ -145,6 +145,13 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
     berth_shim::protocol::decode_ready(&reply)
 }
 
+/// A request as the shim reads it: one JSON line.
+fn request_line(req: &Request) -> Vec<u8> {
+    let mut line = serde_json::to_vec(req).expect("requests serialise");
+    line.push(b'\n');
+    line
+}
+
 /// Shuts a shim down from blocking code (a slot's parked container, see `slots`), waiting
 /// up to 5 s for its reply; a shim already gone is not an error.
 pub fn shut_down_blocking(state_dir: &Path) {
@@ -153,8 +160,7 @@ pub fn shut_down_blocking(state_dir: &Path) {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
         return;
     };
-    let mut line = serde_json::to_vec(&Request::Shutdown).expect("requests serialise");
-    line.push(b'\n');
+    let line = request_line(&Request::Shutdown);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     if s.write_all(&line).is_ok() {
         let mut reply = [0u8; 256];
@@ -206,9 +212,7 @@ impl Conn {
     /// The first half of [`Conn::call`]: a request whose reply is read later (a `wait`
     /// parked in the shim before the event it waits for can happen).
     pub async fn send(&mut self, req: &Request) -> Result<(), CallError> {
-        let mut line = serde_json::to_vec(req)?;
-        line.push(b'\n');
-        self.stream.get_mut().write_all(&line).await?;
+        self.stream.get_mut().write_all(&request_line(req)).await?;
         Ok(())
     }
 

@@ -64,6 +64,7 @@ pub struct Parked {
     sync: OwnedFd,
     plan: ChildPlan,
     names: PlanNames,
+    /// The parked config without its program (what a claim's must equal).
     spec: Spec,
     _arena: init::late::ArenaMemory,
 }
@@ -94,7 +95,7 @@ pub fn create_parked(opts: &CreateOptions) -> Result<Parked> {
         sync,
         plan,
         names,
-        spec,
+        spec: without_program(&spec),
         _arena: arena,
     })
 }
@@ -106,7 +107,7 @@ pub fn claim(mut p: Parked, bundle: &Path) -> Result<Spawned> {
     let claimed = (|| {
         let new = spec::load(bundle)?;
         let config = new.dir.join("config.json");
-        if without_program(&new.spec) != without_program(&p.spec) {
+        if without_program(&new.spec) != p.spec {
             return Err(Error::InvalidConfig {
                 path: config,
                 msg: "differs from the parked container's in more than its program".into(),
