@@ -20,7 +20,7 @@ pub use list::{list, ps_pids};
 pub use pause::{pause, resume};
 pub use process::{cap_names, cap_number};
 pub use run::run;
-pub use start::start;
+pub use start::{start, start_held};
 pub use update::{stats, update};
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! close-on-exec) or reports what failed instead.
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use super::{Container, Status};
@@ -28,6 +28,13 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         status: "stopped",
         what: "its init exited before start",
     })?;
+    start_held(&c, pidfd.as_fd())
+}
+
+/// `start` for a caller that holds the created container and its init's pidfd (berth-shim,
+/// which made it): the same release, without loading the state and proving the pid again.
+pub fn start_held(c: &Container, pidfd: BorrowedFd<'_>) -> Result<()> {
+    let id = c.record.id.as_str();
     let fifo_path = c.fifo_path();
     let fifo = sys::openat(
         None,
@@ -67,7 +74,7 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     if let Some(failed) = await_exec(&fifo)? {
         // The init has exited: the container is stopped; `delete` removes it and runs the
         // poststop hooks (OCI lifecycle: a failed startContainer hook stops the container).
-        return Err(Error::Init(describe(&c, &failed)));
+        return Err(Error::Init(describe(c, &failed)));
     }
     if c.record.hooks {
         let b = crate::spec::load_created(&c.record.bundle)?;
