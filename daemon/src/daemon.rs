@@ -91,19 +91,21 @@ impl Daemon {
     }
 
     /// A new container's first record, durably. `into_slot`: the directory is a slot, whose
-    /// empty record file and directory entries were made durable with it, and the record is
-    /// written in place: one fsync. Otherwise the directory was made by the create, and its
+    /// blank record file (`util::blank_record`) and directory entries were made durable with
+    /// it, and the record is written in place: one fdatasync. Otherwise the directory was made by the create, and its
     /// entry in `<data-root>/containers` is fsynced after the record, or a power loss could
-    /// take it. An empty or torn record is one no create acknowledged: `restore` removes it.
+    /// take it. A blank record is one no create acknowledged: `restore` removes it (and skips a
+    /// torn one, with a warning).
     pub fn save_new(&self, c: &Ctr, into_slot: bool) -> std::io::Result<()> {
-        use std::io::Write;
+        use std::os::unix::fs::FileExt;
         let rec = c.rec().clone();
         let data = serde_json::to_vec_pretty(&rec).expect("records serialise");
         let path = self.paths(&rec.id).record();
         if into_slot {
-            let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
-            f.write_all(&data)?;
-            return f.sync_all();
+            // Over the slot's blank record: the spaces after it stay, as JSON allows.
+            let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+            f.write_all_at(&data, 0)?;
+            return f.sync_data();
         }
         crate::util::write_record(&path, &data, true)?;
         std::fs::File::open(self.cfg.data_root.join("containers"))?.sync_all()
@@ -159,7 +161,7 @@ impl Daemon {
                 continue;
             }
             let path: PathBuf = e.path().join("config.v2.json");
-            if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            if crate::util::record_is_blank(&path) {
                 // A directory slot of an earlier berthd, or one taken by a create that never
                 // answered: nothing of it was acknowledged. Its parked container (if any)
                 // goes first.

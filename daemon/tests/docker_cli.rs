@@ -207,6 +207,16 @@ fn exec_runs_inside_with_exit_codes() {
 }
 
 /// One Engine API request over berthd's socket (curl): the status and the body.
+/// A directory slot's record: spaces only (or empty), as berthd makes it before a create.
+fn blank_record(path: &std::path::Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
+}
+
+/// A record a create wrote (not a slot's).
+fn written_record(path: &std::path::Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| !b.iter().all(u8::is_ascii_whitespace))
+}
+
 fn api(d: &Berthd, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut c = std::process::Command::new("curl");
     c.arg("-s")
@@ -814,10 +824,7 @@ fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
         let ids: Vec<String> = std::fs::read_dir(&containers)
             .map(|r| {
                 r.flatten()
-                    .filter(|e| {
-                        std::fs::metadata(e.path().join("config.v2.json"))
-                            .is_ok_and(|m| m.len() > 0)
-                    })
+                    .filter(|e| written_record(&e.path().join("config.v2.json")))
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })
@@ -877,7 +884,7 @@ fn created_containers_prepared_ahead_and_rm_leaves_nothing() {
             .join("containers")
             .join(id)
             .join("config.v2.json");
-        std::fs::metadata(record).is_ok_and(|m| m.len() == 0)
+        blank_record(&record)
     };
     let empty = |sub: &str| {
         std::fs::read_dir(d.data_root().join(sub))
@@ -1082,7 +1089,7 @@ fn mounted_slots(d: &Berthd) -> Vec<String> {
                 .join("containers")
                 .join(id)
                 .join("config.v2.json");
-            std::fs::metadata(rec).is_ok_and(|m| m.len() == 0)
+            blank_record(&rec)
         })
         .map(str::to_string)
         .collect()
@@ -1098,12 +1105,16 @@ fn slots_are_mounted_ahead_for_the_last_image() {
     d.ok(&["run", "--rm", "busybox", "true"]);
     let wait_mounted = |d: &Berthd| {
         assert!(
-            d.eventually(Duration::from_secs(5), || !mounted_slots(d).is_empty()),
+            // Slots are made at idle priority: on a busy machine (tests in parallel), late.
+            d.eventually(Duration::from_secs(30), || !mounted_slots(d).is_empty()),
             "no slot was mounted: {}",
             common::tail(&d.log(), 20)
         )
     };
     wait_mounted(&d);
+    // A container like that run's is parked in one (at idle priority): the create takes
+    // that slot, mounted ahead. (Slots keep coming meanwhile, at idle priority too.)
+    assert!(d.eventually(Duration::from_secs(30), || !parked(&d).is_empty()));
     let ahead = mounted_slots(&d);
     let id = d.ok(&["create", "busybox", "true"]).trim().to_string();
     assert!(
@@ -1165,8 +1176,19 @@ fn slots_are_mounted_ahead_for_the_last_image() {
     }
 }
 
-/// Slots holding a parked container: ids whose record is empty and that have a shim.
+/// Slots holding a parked container, parked (berthd said so: parking runs at idle
+/// priority, and a slot being parked is not taken).
 fn parked(d: &Berthd) -> Vec<String> {
+    let log = d.log();
+    parking(d)
+        .into_iter()
+        .filter(|id| log.contains(&format!("parked a container in slot {}", &id[..12])))
+        .collect()
+}
+
+/// Slots holding a parked container or one being parked: ids whose record is blank and that
+/// have a shim.
+fn parking(d: &Berthd) -> Vec<String> {
     let shims: Vec<String> = std::fs::read_dir(d.exec_root().join("shims"))
         .map(|r| {
             r.flatten()
@@ -1177,7 +1199,7 @@ fn parked(d: &Berthd) -> Vec<String> {
     std::fs::read_dir(d.data_root().join("containers"))
         .unwrap()
         .flatten()
-        .filter(|e| std::fs::metadata(e.path().join("config.v2.json")).is_ok_and(|m| m.len() == 0))
+        .filter(|e| blank_record(&e.path().join("config.v2.json")))
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|id| shims.iter().any(|s| id.starts_with(s.as_str())))
         .collect()
@@ -1187,14 +1209,15 @@ fn parked(d: &Berthd) -> Vec<String> {
 /// whose config differs only in the program (command, environment, working directory,
 /// user) claims it and runs exactly that program, one that differs in more (a memory
 /// limit) gets a container of its own, a missing program fails as it would anyway, and
-/// neither a restart after kill -9 nor a stop leaves a parked container behind. An attached
-/// run parks nothing.
+/// neither a restart after kill -9 nor a stop leaves a parked container behind. A run with
+/// stdin or a bind mount parks nothing.
 #[test]
 fn parked_containers_are_claimed_with_their_own_program() {
     let mut d = Berthd::start();
     let wait_parked = |d: &Berthd| {
         assert!(
-            d.eventually(Duration::from_secs(5), || !parked(d).is_empty()),
+            // Parking runs at idle priority: on a busy machine (tests in parallel), late.
+            d.eventually(Duration::from_secs(30), || !parked(d).is_empty()),
             "nothing was parked: {}",
             common::tail(&d.log(), 20)
         )
@@ -1206,9 +1229,21 @@ fn parked_containers_are_claimed_with_their_own_program() {
         let code = d.ok(&["wait", &id]).trim().to_string();
         (code, d.ok(&["logs", &id]))
     };
-    d.ok(&["run", "--rm", "busybox", "true"]);
+    // Not after a run with stdin (a parked shim has none to give).
+    let mut child = d
+        .cmd()
+        .args(["run", "-i", "--rm", "busybox", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    assert!(child.wait_with_output().unwrap().status.success());
     std::thread::sleep(Duration::from_millis(200));
-    assert!(parked(&d).is_empty(), "an attached run parked a container");
+    assert!(
+        parking(&d).is_empty(),
+        "a run with stdin parked a container"
+    );
     // Nor a run with a bind mount (its source could change before the claim).
     let src = d.dir.path().join("bound");
     std::fs::create_dir(&src).unwrap();
@@ -1216,7 +1251,7 @@ fn parked_containers_are_claimed_with_their_own_program() {
     d.ok(&["run", "-d", "-v", &bind, "busybox", "true"]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        parked(&d).is_empty(),
+        parking(&d).is_empty(),
         "a run with a bind mount parked a container"
     );
 
@@ -1243,6 +1278,31 @@ fn parked_containers_are_claimed_with_their_own_program() {
     assert_eq!(fields[..3], ["claimed", "/tmp", "65534"], "{out}");
     assert_eq!(fields[3].len(), 12, "hostname {out}");
     assert!(d.log().contains("parked container claimed"), "not claimed");
+
+    // An attached run parks one too; the claimed init runs at normal priority (parking
+    // ran at idle priority) in a session of its own.
+    d.ok(&["run", "--rm", "busybox", "true"]);
+    wait_parked(&d);
+    let claims = || d.log().matches("parked container claimed").count();
+    let before = claims();
+    let id = d
+        .ok(&["run", "-d", "busybox", "sleep", "60"])
+        .trim()
+        .to_string();
+    assert!(
+        d.eventually(Duration::from_secs(5), || claims() > before),
+        "not claimed"
+    );
+    let pid = d
+        .ok(&["inspect", "-f", "{{.State.Pid}}", &id])
+        .trim()
+        .to_string();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    // After "(comm) ": state is field 3, session 6, policy 41.
+    assert_eq!(fields[6 - 3], pid, "session of {pid}: {stat}");
+    assert_eq!(fields[41 - 3], "0", "scheduling policy of {pid}: {stat}");
+    d.ok(&["rm", "-f", &id]);
 
     // A run with stdin does not claim it (the parked shim has none to give).
     wait_parked(&d);
@@ -1347,9 +1407,18 @@ fn removed_containers_directories_become_empty_slots() {
         .iter()
         .find(|s| std::fs::metadata(log_of(s)).is_ok_and(|m| m.ino() == ino))
         .unwrap_or_else(|| panic!("no slot took the directories of {id}: {slots:?}"));
+    // Emptied; the record blank (spaces, as a slot's is made).
     for f in std::fs::read_dir(containers.join(reused)).unwrap() {
-        let f = f.unwrap();
-        assert_eq!(f.metadata().unwrap().len(), 0, "{:?} kept data", f.path());
+        let path = f.unwrap().path();
+        if path.ends_with("config.v2.json") {
+            assert!(blank_record(&path), "{path:?} kept data");
+        } else {
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                0,
+                "{path:?} kept data"
+            );
+        }
     }
     assert!(d
         .data_root()

@@ -168,6 +168,14 @@ fn standby() -> i32 {
         Ok(berth_shim::sys::Forked::Child) => {}
         Ok(berth_shim::sys::Forked::Parent(_)) => return 0,
     }
+    // Started at idle priority, perhaps (berthd makes standby shims ahead that way): a
+    // launch waits for this process, so it waits at normal priority, and says so.
+    let _ = berth_shim::sys::set_idle(0, false);
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&[berth_shim::protocol::STANDBY_WAITS]);
+        let _ = out.flush();
+    }
     let mut input = Vec::new();
     let mut buf = [0u8; 4096];
     let mut stdin = std::io::stdin().lock();
@@ -211,7 +219,15 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         let _ = ready.write_all(b"\0");
         1
     };
-    if let Err(e) = berth_shim::sys::setsid() {
+    // A container parked ahead of need is speculative work: it is made on CPU time nobody
+    // else wants (SCHED_IDLE, inherited by the container's init), in the launcher's session,
+    // whose scheduling group holds the clients whose requests it would otherwise slow down
+    // (a session of our own would be a group of its own, competing as an equal). A create
+    // never waits for a container still being parked: it takes another slot. The shim
+    // leaves for its own session, at normal priority, once the container is parked.
+    if cfg.park {
+        let _ = berth_shim::sys::set_idle(0, true);
+    } else if let Err(e) = berth_shim::sys::setsid() {
         return fail(&mut ready, format!("setsid: {e}"));
     }
     if let Err(e) = berth_shim::sys::set_child_subreaper() {
@@ -236,6 +252,12 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
             return fail(&mut ready, e.to_string());
         }
     };
+    if cfg.park {
+        if let Err(e) = shim.leave_idle() {
+            let _ = std::fs::remove_file(&sock);
+            return fail(&mut ready, e.to_string());
+        }
+    }
     // Our stdio belonged to whoever started us: from now on, a log file in the state dir.
     let log = std::fs::OpenOptions::new()
         .create(true)

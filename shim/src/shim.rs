@@ -130,11 +130,29 @@ pub struct Shim {
     held: bool,
     /// Created with `park` and not claimed yet.
     parked: Option<container::Parked>,
+    /// The container's mount namespace, held until shutdown: the init's exit then only
+    /// drops a reference, and the namespace's teardown (unmounting /proc, /sys, /dev and the
+    /// rest, ~0.3-0.5 ms here) comes after the exit is reported instead of before the kernel
+    /// tells us of it. Released before the runtime's delete and the shutdown's reply, so
+    /// the container's rootfs is free when the daemon unmounts it.
+    mnt_ns: Option<OwnedFd>,
+    /// The control socket's path is removed (see `unlink_socket`).
+    unlinked: bool,
 }
 
 impl Shim {
     /// Create and start the container. The caller is single-threaded, is a child subreaper,
     /// and has bound `listener` at `<state_dir>/shim.sock`.
+    /// After a container was parked at idle priority (see berth-shim's `serve`): this shim in
+    /// a session of its own, it and the parked init back to normal priority, so that the
+    /// claim and the program are not starved on a busy host. The init, blocked until the
+    /// claim, competed with nobody meanwhile; it leaves the launcher's session at the claim.
+    pub fn leave_idle(&self) -> Result<(), ShimError> {
+        sys::setsid().map_err(sys_err("setsid"))?;
+        sys::set_idle(0, false).map_err(sys_err("leave SCHED_IDLE"))?;
+        sys::set_idle(self.pid, false).map_err(sys_err("the parked init leaving SCHED_IDLE"))
+    }
+
     pub fn start(cfg: Config, listener: UnixListener) -> Result<Shim, ShimError> {
         let (reactor, event_loop) =
             Reactor::new(cfg.force_epoll).map_err(sys_err("set up event loop"))?;
@@ -221,9 +239,15 @@ impl Shim {
         listener
             .set_nonblocking(true)
             .map_err(sys_err("set control socket non-blocking"))?;
+        // A namespace we cannot hold is torn down at the exit, as it would be anyway.
+        let mnt_ns = std::fs::File::open(format!("/proc/{}/ns/mnt", spawned.container.record.pid))
+            .ok()
+            .map(OwnedFd::from);
         // Container set-up allocated and freed; hand the pages back before idling.
         sys::trim_heap();
         Ok(Shim {
+            mnt_ns,
+            unlinked: false,
             held: cfg.hold,
             parked,
             pid: spawned.container.record.pid,
@@ -286,8 +310,19 @@ impl Shim {
             self.maybe_finish_execs();
             self.maybe_finish();
         }
-        let _ = std::fs::remove_file(self.cfg.state_dir.join(crate::protocol::SOCKET));
+        self.unlink_socket();
         Ok(())
+    }
+
+    /// Removes the control socket's path, once: before the last reply of a shim that is
+    /// done. After that reply the daemon may start another shim in the same state dir (a
+    /// parked container replaced by one of its own), whose socket a late unlink by path
+    /// would take away.
+    fn unlink_socket(&mut self) {
+        if !self.unlinked {
+            self.unlinked = true;
+            let _ = std::fs::remove_file(self.cfg.state_dir.join(crate::protocol::SOCKET));
+        }
     }
 
     fn arm(&mut self) {
@@ -515,6 +550,8 @@ impl Shim {
     }
 
     fn finish_shutdown(&mut self) {
+        self.mnt_ns = None;
+        self.unlink_socket();
         let reply = match container::delete(&self.cfg.runtime_root, &self.cfg.id, true) {
             Ok(()) | Err(berth_runtime::Error::NotFound(_)) => Response::Ok,
             Err(e) => Response::Error {
@@ -962,7 +999,9 @@ impl Shim {
                 if self.parked.is_some() {
                     return err("container is parked: claim it first");
                 }
-                match container::start(&self.cfg.runtime_root, &self.cfg.id) {
+                // The init is ours and so is its pidfd: no state to load, no pid to prove.
+                // One that died while held is seen on the pidfd by `start_held`.
+                match container::start_held(&self.container, self.pidfd.as_fd()) {
                     Ok(()) => {
                         self.held = false;
                         Some(Response::Ok)
@@ -988,6 +1027,7 @@ impl Shim {
                         let reply = Response::Error {
                             message: format!("claim container {}: {e}", self.cfg.id),
                         };
+                        self.unlink_socket();
                         if let Some(c) = self.conns[slot].as_mut() {
                             c.reply_last(&reply);
                         }
@@ -996,7 +1036,10 @@ impl Shim {
                     }
                 }
             }
-            Request::Shutdown => {
+            Request::Shutdown { idle } => {
+                if idle {
+                    let _ = sys::set_idle(0, true);
+                }
                 self.shutdown = true;
                 self.set_mode(slot, Mode::ShuttingDown);
                 if self.exit.is_some() {

@@ -28,6 +28,20 @@ pub fn setsid() -> io::Result<()> {
     Ok(())
 }
 
+/// Sets the scheduling policy of process `pid` (0: this thread): `SCHED_IDLE` when `idle`
+/// (it runs only on CPU time no other task wants), `SCHED_OTHER` otherwise.
+pub fn set_idle(pid: libc::pid_t, idle: bool) -> io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: param is a valid sched_param for the call's duration.
+    check(unsafe { libc::sched_setscheduler(pid, policy, &param) })?;
+    Ok(())
+}
+
 pub enum Forked {
     Child,
     Parent(libc::pid_t),

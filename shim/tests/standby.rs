@@ -46,7 +46,8 @@ fn standby_exits_when_its_launcher_goes_away() {
     let out = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the standby shim outlived its launcher");
-    assert!(out.is_empty(), "{out:?}");
+    // It said it waits (at normal priority), and nothing more.
+    assert_eq!(out, [berth_shim::protocol::STANDBY_WAITS], "{out:?}");
 }
 
 #[test]
@@ -55,6 +56,7 @@ fn standby_answers_bad_arguments_with_the_error() {
     stdin.write_all(b"--id\0x\0--bogus\0\0").unwrap();
     let out = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with('+'), "{text:?}");
     assert!(text.contains("unknown argument \"--bogus\""), "{text}");
     assert!(text.ends_with('\0'), "{text:?}");
 }

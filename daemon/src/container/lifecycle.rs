@@ -294,13 +294,12 @@ async fn claim(
 /// Run after a create has answered; a failure only costs the slot. False when no slot is
 /// mounted for the image (yet).
 ///
-/// Only after a detached create (a `docker run -d`'s): an attached client (`docker run`,
-/// `--rm` or not) attaches and asks to wait before it starts, ~3 ms in which the start's
-/// preparation creates the container anyway, and parking would only compete with its
-/// exit on two cores.
+/// Parking runs at idle priority (see berth-shim's `--park`): after an attached create too
+/// (`docker run`, `--rm` or not), once its container is removed or has run, it takes no CPU
+/// time from that container's exit or its client. Not for containers with stdin or a
+/// terminal, whose shim sets them up at the create.
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let c = &template.config;
-    let attached = c.attach_stdin || c.attach_stdout || c.attach_stderr;
     // Bind and volume mounts (and --init's docker-init) are made when parking: a file
     // replaced (an editor's save, a checkout, an upgrade) or a volume recreated by the
     // claim would go unseen behind the same path.
@@ -309,7 +308,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
         .iter()
         .any(|m| m.kind == "bind" || m.kind == "volume");
     let init = template.host_config.init.unwrap_or(false);
-    if attached || binds || init || c.tty || c.open_stdin || !d.cfg.park {
+    if binds || init || c.tty || c.open_stdin || c.attach_stdin || !d.cfg.park {
         return true;
     }
     let id = match d.slots.take_to_warm(&template.image_id) {
@@ -360,9 +359,6 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
             discard_slot(&d, &id).await;
         }
     }
-    // The standby shim went to the parked container; a create that cannot claim it needs
-    // one.
-    d.shims.refill(&d.cfg.shim);
     true
 }
 
@@ -424,13 +420,8 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     };
     c.set_held(false);
     lap(c, t0, "started");
-    // The next container's shim, once this start has answered and its client is done with
-    // it: on two cores a shim's exec now would compete with this container's start.
-    let d2 = d.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        d2.shims.refill(&d2.cfg.shim);
-    });
+    // The next container's shim, made at idle priority.
+    d.shims.refill(&d.cfg.shim);
     {
         let mut r = c.rec();
         r.state.status = Status::Running;
@@ -753,36 +744,58 @@ pub async fn remove(d: &Arc<Daemon>, c: &Arc<Ctr>, force: bool, volumes: bool) -
     }
     c.rec().state.status = Status::Removing;
     let _ = d.save_state(c);
-    remove_files(d, c, volumes).await?;
+    remove_files(d, c, volumes, false).await?;
     unregister(d, c);
     Ok(())
 }
 
 /// `--rm` after the exit: the container leaves the registry first — waiters on
 /// `condition=removed` and the name are released at once — and its files go after. The
-/// record says "removing" on disk until then, so a restart finishes the job.
+/// record says "removing" on disk until then, so a restart finishes the job; it is written
+/// once the waiters have answered (a restart before that finds a `--rm` container whose
+/// shim recorded the exit, or is gone, and removes it all the same).
 async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
     let op = c.op.lock().await;
     if c.life.borrow().removed {
         return;
     }
     c.rec().state.status = Status::Removing;
-    let _ = d.save_state(c);
     unregister(d, c);
     crate::log::debug(format_args!("container {} removed", &c.id[..12]));
     drop(op);
-    if let Err(e) = remove_files(d, c, true).await {
+    // The released `wait`s write their replies first (one thread runs every task).
+    tokio::task::yield_now().await;
+    let _ = d.save_state(c);
+    if let Err(e) = remove_files(d, c, true, true).await {
         crate::log::warn(format_args!("removing {}: {}", &c.id[..12], e.message));
     }
 }
 
 /// The container's shim (a held one, or one a crash left), overlay, bundle, record and log,
-/// and with `volumes` its anonymous volumes.
-async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult<()> {
+/// and with `volumes` its anonymous volumes. `idle`: nobody waits for it (a `--rm`
+/// container's removal, once its waiters have their answer), so the shim's shutdown and the
+/// file work run at idle priority (see `util::set_idle`).
+async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool, idle: bool) -> ApiResult<()> {
     let paths = d.paths(&c.id);
+    let mut shim_done = true;
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
-        shut_down_shim(d, c).await;
+        shim_done = shut_down_shim_idle(d, &c.id, idle).await;
+        c.set_held(false);
     }
+    // Unmounting an overlay syncs its upper filesystem: off the async thread.
+    let (d, c) = (d.clone(), c.clone());
+    tokio::task::spawn_blocking(move || {
+        let _idle = idle.then(crate::util::IdleThread::enter);
+        remove_dirs_of(&d, &c, volumes, shim_done)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("removing {}: {e}", paths.dir.display())))?
+}
+
+/// [`remove_files`]' work on disk, after the shim (`shim_done`: it finished its shutdown,
+/// releasing the container's mount namespace). Blocking.
+fn remove_dirs_of(d: &Daemon, c: &Ctr, volumes: bool, shim_done: bool) -> ApiResult<()> {
+    let paths = d.paths(&c.id);
     let busy = rootfs::unmount_reporting_busy(&paths).map_err(ApiError::internal)?;
     // Not recursive: were the overlay somehow still mounted there, this fails instead of
     // deleting the container's files through it.
@@ -798,14 +811,10 @@ async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool) -> ApiResult
     }
     d.slots.remove_cgroups(&c.id);
     remove_dirs(&[&paths.bundle, &paths.shim])?;
-    // An overlay only detached (a file still open under it) still writes to its upper dir:
-    // never handed to another container.
-    let (d2, id) = (d.clone(), c.id.clone());
-    let recycled = !busy
-        && tokio::task::spawn_blocking(move || d2.slots.recycle(&id))
-            .await
-            .unwrap_or(false);
-    if !recycled {
+    // An overlay only detached (a file still open under it), or still mounted in the
+    // namespace of a shim that did not finish, still writes to its upper dir: never handed
+    // to another container.
+    if busy || !shim_done || !d.slots.recycle(&c.id) {
         remove_dirs(&[&paths.overlay, &paths.dir])?;
     }
     remove_volumes(d, c, volumes)
@@ -852,10 +861,21 @@ pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
 /// Shuts down the shim of container (or slot) `id`, if one answers, and removes its state
 /// dir.
 pub async fn shut_down_shim_of(d: &Daemon, id: &str) {
+    shut_down_shim_idle(d, id, false).await;
+}
+
+/// [`shut_down_shim_of`]; `idle`: the shim does it at idle priority (nobody waits). False
+/// when the shim did not finish in time (it may still hold the container's mounts).
+async fn shut_down_shim_idle(d: &Daemon, id: &str, idle: bool) -> bool {
     let sd = d.paths(id).shim;
-    let _ =
-        tokio::time::timeout(Duration::from_secs(10), shim::call(&sd, &Request::Shutdown)).await;
+    let req = Request::Shutdown { idle };
+    // The shim's own `call` gives up after 10 s.
+    let done = !matches!(
+        shim::call(&sd, &req).await,
+        Err(shim::CallError::Timeout | shim::CallError::Io(_) | shim::CallError::Decode(_))
+    );
     let _ = std::fs::remove_dir_all(&sd);
+    done
 }
 
 /// A network namespace from the pool for `rec`, None with the host's network. Held until

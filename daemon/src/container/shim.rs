@@ -36,11 +36,14 @@ pub struct Standby {
     reply: tokio::process::ChildStdout,
 }
 
-/// One standby shim. It is replaced after the start that took it has answered, not while
-/// that start runs: on two cores the new shim's exec would compete with the container's.
+/// One standby shim, at normal priority once it waits (a create waits for it). It is made
+/// at idle priority (see `util::set_idle`) and joins the pool only once it says it waits: a
+/// create that finds the pool empty starts one of its own at normal priority instead of
+/// waiting for one that a busy host may not give CPU time to.
 #[derive(Default)]
 pub struct Pool {
     ready: std::sync::Mutex<Option<Standby>>,
+    filling: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -48,21 +51,45 @@ impl Pool {
         self.ready.lock().unwrap().take()
     }
 
-    /// Starts a standby shim for the next container unless one is waiting.
+    /// Starts a standby shim for the next container unless one is waiting or starting.
     pub fn refill(self: &Arc<Pool>, shim: &Path) {
-        if self.ready.lock().unwrap().is_some() {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.ready.lock().unwrap().is_some() || self.filling.swap(true, SeqCst) {
             return;
         }
-        match standby(shim) {
-            Ok(s) => {
-                let mut slot = self.ready.lock().unwrap();
-                if slot.is_none() {
-                    *slot = Some(s);
+        let (pool, shim) = (self.clone(), shim.to_path_buf());
+        tokio::spawn(async move {
+            match idle_standby(&shim).await {
+                Ok(mut sb) => {
+                    let mut b = [0u8; 1];
+                    let waits = matches!(sb.reply.read(&mut b).await, Ok(1))
+                        && b[0] == berth_shim::protocol::STANDBY_WAITS;
+                    if waits {
+                        let mut slot = pool.ready.lock().unwrap();
+                        if slot.is_none() {
+                            *slot = Some(sb);
+                        }
+                    }
                 }
+                Err(e) => crate::log::debug(format_args!("standby shim: {e}")),
             }
-            Err(e) => crate::log::debug(format_args!("standby shim: {e}")),
-        }
+            pool.filling.store(false, SeqCst);
+        });
     }
+}
+
+/// A shim started at idle priority (SCHED_IDLE, which the process inherits through its exec
+/// and fork) from a blocking thread: its start-up only takes CPU time nobody else wants.
+/// For the pool (which it joins once it waits, at normal priority) and for parking a
+/// container (speculative work, see berth-shim's `--park`), which nothing waits for.
+async fn idle_standby(shim: &Path) -> std::io::Result<Standby> {
+    let shim = shim.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let _idle = crate::util::IdleThread::enter();
+        standby(&shim)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn standby(shim: &Path) -> std::io::Result<Standby> {
@@ -119,9 +146,13 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let msg = berth_shim::protocol::encode_launch_args(&bytes);
     let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
-    let mut sb = match pool.take() {
-        Some(s) => s,
-        None => standby(&cfg.shim).map_err(started)?,
+    let mut sb = if l.park {
+        idle_standby(&cfg.shim).await.map_err(started)?
+    } else {
+        match pool.take() {
+            Some(s) => s,
+            None => standby(&cfg.shim).map_err(started)?,
+        }
     };
     if sb.args.write_all(&msg).await.is_err() {
         // That standby shim is gone (killed while it waited): a new one.
@@ -142,7 +173,13 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
             }
         }
     }
-    berth_shim::protocol::decode_ready(&reply)
+    // A standby shim says it waits before anything else; one taken from the pool said it
+    // there already.
+    let waited = reply
+        .iter()
+        .take_while(|&&b| b == berth_shim::protocol::STANDBY_WAITS)
+        .count();
+    berth_shim::protocol::decode_ready(&reply[waited..])
 }
 
 /// A request as the shim reads it: one JSON line.
@@ -160,7 +197,7 @@ pub fn shut_down_blocking(state_dir: &Path) {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
         return;
     };
-    let line = request_line(&Request::Shutdown);
+    let line = request_line(&Request::Shutdown { idle: false });
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     if s.write_all(&line).is_ok() {
         let mut reply = [0u8; 256];

@@ -5,7 +5,7 @@
 //! an inode on this project's hosts' root ext4 (no journal) costs 46-300 us while the inodes
 //! freed in the last seconds are skipped one by one, and a create made seven there before
 //! its reply. A slot is that set made beforehand and named after a container id chosen then
-//! (random, as a create would choose it): the record as an empty file, its temporary twin
+//! (random, as a create would choose it): the record as a blank file, its temporary twin
 //! (records are saved by exchange, see `util::write_record`) and the log, all made durable
 //! with their directories. A create takes a slot's id as the container's: nothing to make or
 //! rename, and its durable save is the record's own fsync, where a directory made or renamed
@@ -38,7 +38,7 @@
 //! other create shuts the parked one down and creates its own.
 //!
 //! An unused slot and the slot of a create that never answered look the same on disk: a
-//! container directory whose record is empty. `restore` removes those it does not own.
+//! container directory whose record is blank. `restore` removes those it does not own.
 
 use std::fs;
 use std::io;
@@ -195,7 +195,7 @@ impl Slots {
         warm.into_iter().map(|s| s.id).collect()
     }
 
-    /// Whether `id` is a slot waiting to be taken (its record is empty by design).
+    /// Whether `id` is a slot waiting to be taken (its record is blank by design).
     pub fn owns(&self, id: &str) -> bool {
         self.ready.lock().unwrap().iter().any(|s| s.id == id)
     }
@@ -245,6 +245,38 @@ impl Slots {
             if !self.mount_and_ready(id) {
                 return;
             }
+        }
+        self.mount_bare();
+    }
+
+    /// Mounts the ready slots made while no image was known (at start-up, after images were
+    /// removed, or recycled before the last create's image was set) for that image. Each is
+    /// out of the ready list while it is mounted: no create takes it half-mounted.
+    fn mount_bare(&self) {
+        let image = self.image.lock().unwrap();
+        let Some(lower) = image.as_ref() else {
+            return;
+        };
+        let bare: Vec<Slot> = {
+            let mut ready = self.ready.lock().unwrap();
+            let (bare, rest) = std::mem::take(&mut *ready)
+                .into_iter()
+                .partition(|s| s.mounted.is_none() && s.warm.is_none() && !s.warming);
+            *ready = rest;
+            bare
+        };
+        for mut s in bare {
+            match super::rootfs::mount(&self.paths(&s.id), &lower.dirs) {
+                Ok(()) => s.mounted = Some(lower.image_id.clone()),
+                Err(e) => crate::log::warn(format_args!("mounting slot {}: {e}", s.id)),
+            }
+            let mut ready = self.ready.lock().unwrap();
+            if self.is_closing() {
+                drop(ready);
+                self.remove(&s.id);
+                continue;
+            }
+            ready.push(s);
         }
     }
 
@@ -409,14 +441,15 @@ impl Slots {
         fs::rename(&log, &new_log)?;
         for f in [&new_log, &twin, &record] {
             let file = fs::OpenOptions::new().write(true).open(f)?;
-            file.set_len(0)?;
             if *f == record {
-                // A slot's record is empty on disk before a create writes it in place.
-                file.sync_all()?;
+                // A slot's record is blank on disk before a create writes it in place.
+                crate::util::blank_record(&file)?;
+            } else {
+                file.set_len(0)?;
             }
         }
         // The overlay first: a crash between the two leaves the old record directory, whose
-        // empty record makes `restore` remove it, and an overlay directory of the new id,
+        // blank record makes `restore` remove it, and an overlay directory of the new id,
         // which `restore` removes as having no record directory.
         fs::rename(&from.overlay, &to.overlay)?;
         fs::rename(&from.dir, &to.dir)?;
@@ -450,10 +483,10 @@ impl Slots {
                 .create_new(true)
                 .mode(mode)
                 .open(&file)?;
-            // The create writes the record in place and fsyncs only it: the file and every
-            // directory entry on the way to it must be on disk already.
+            // The create writes the record in place and syncs only it: the file, its blocks
+            // and every directory entry on the way to it must be on disk already.
             if file == record {
-                f.sync_all()?;
+                crate::util::blank_record(&f)?;
             }
         }
         fs::File::open(dir)?.sync_all()?;

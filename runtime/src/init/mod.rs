@@ -281,6 +281,13 @@ fn setup(
         sys::write_all(sync, &parked).map_err(fail(Step::Park, 0))?;
         let mut gids = [0; late::MAX_GIDS];
         let prog = late::receive(sync, arena, &mut gids).map_err(fail(Step::Park, 1))?;
+        if p.process.console.is_none() {
+            // berth-shim parks in its launcher's session (at idle priority): a session of
+            // our own now, away from that one's terminal signals. A console's setup makes
+            // one anyway.
+            // SAFETY: setsid has no memory effects; we are not a group leader after clone.
+            unsafe { libc::setsid() };
+        }
         return run_program(p, &prog.view, prog.argv, prog.envp, out, released);
     }
     run_program(p, &late::View::of(&p.process), argv, envp, out, released)
