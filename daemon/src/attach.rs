@@ -133,8 +133,10 @@ pub async fn container(ctx: &Ctx, c: Arc<Ctr>, req: Request<Incoming>) -> ApiRes
     }
     let tty = c.rec().config.tty;
     // Not running yet (`docker run` attaches before it starts): register as a waiter so the
-    // start holds the container until this client is connected.
-    let gate_gen = if c.status().is_running() {
+    // start holds the container until this client is connected — unless its shim already
+    // holds it (prepared ahead, or a parked one claimed), when the client connects now and
+    // the start has nobody to wait for.
+    let gate_gen = if c.status().is_running() || c.is_held() {
         None
     } else {
         let mut g = None;
