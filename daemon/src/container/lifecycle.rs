@@ -328,11 +328,20 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     rec.config.env.clear();
     let paths = d.paths(&id);
     let made = async {
-        rootfs::write_etc_files(&paths.bundle, &rec)?;
-        let netns = take_netns(&d, &rec)?;
-        let netns_path = netns.as_ref().map(|n| n.path());
-        let config = write_config(&rec, &paths, &paths.merged(), netns_path)?;
-        let _ = std::fs::remove_dir_all(&paths.shim);
+        // The bundle, like the shim, at idle priority (see `util::set_idle`).
+        let bundle = {
+            let (d, rec, paths) = (d.clone(), rec.clone(), paths.clone());
+            tokio::task::spawn_blocking(move || {
+                let _idle = crate::util::IdleThread::enter();
+                rootfs::write_etc_files(&paths.bundle, &rec)?;
+                let netns = take_netns(&d, &rec)?;
+                let netns_path = netns.as_ref().map(|n| n.path());
+                let config = write_config(&rec, &paths, &paths.merged(), netns_path)?;
+                let _ = std::fs::remove_dir_all(&paths.shim);
+                Ok::<_, ApiError>((config, netns))
+            })
+        };
+        let (config, netns) = bundle.await.map_err(ApiError::internal)??;
         let log = paths.log(&rec.id);
         shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, true))
             .await
