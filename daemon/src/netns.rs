@@ -41,9 +41,6 @@ impl Netns {
 struct Shared {
     ready: Mutex<VecDeque<Result<OwnedFd, String>>>,
     changed: Condvar,
-    /// The pool thread's id: a taker that finds the pool empty raises it to normal
-    /// priority (it makes namespaces ahead at idle priority, see `util::set_idle`).
-    tid: std::sync::atomic::AtomicI32,
 }
 
 pub struct Pool {
@@ -64,12 +61,6 @@ impl Pool {
     /// A ready namespace, waiting (bounded) for the thread when the pool ran dry.
     pub fn take(&self) -> Result<Netns, String> {
         let ready = self.shared.ready.lock().unwrap();
-        if ready.is_empty() {
-            let tid = self.shared.tid.load(std::sync::atomic::Ordering::SeqCst);
-            if tid > 0 {
-                let _ = crate::util::set_idle(tid, false);
-            }
-        }
         let (mut ready, _) = self
             .shared
             .changed
@@ -90,18 +81,12 @@ impl Pool {
 const REFILL_DELAY: Duration = Duration::from_millis(15);
 
 fn fill(s: &Shared) {
-    // SAFETY: gettid has no arguments and cannot fail.
-    let tid = unsafe { libc::gettid() };
-    s.tid.store(tid, std::sync::atomic::Ordering::SeqCst);
     loop {
         let mut ready = s.ready.lock().unwrap();
         while ready.len() >= READY {
             ready = s.changed.wait(ready).unwrap();
         }
         let someone_waits = ready.is_empty();
-        // Ahead of need at idle priority; for a taker who waits (an empty pool) at normal
-        // priority, which that taker also sets if it comes while this one is being made.
-        let _ = crate::util::set_idle(0, !someone_waits);
         drop(ready);
         if !someone_waits {
             std::thread::sleep(REFILL_DELAY);

@@ -225,40 +225,38 @@ pub fn kernel_release() -> String {
         .to_string()
 }
 
-/// The calling thread at idle priority (see [`set_idle`]) until dropped, then back to
-/// normal. For speculative work on a blocking thread; what it forks inherits the policy.
-/// Best effort: a kernel that refuses leaves the thread as it was.
-pub struct IdleThread(bool);
+/// The calling thread at background priority (see [`set_background`]) until dropped, then
+/// back to normal. For speculative work on a blocking thread. Best effort: a kernel that
+/// refuses leaves the thread as it was.
+pub struct BackgroundThread(bool);
 
-impl IdleThread {
-    pub fn enter() -> IdleThread {
-        IdleThread(set_idle(0, true).is_ok())
+impl BackgroundThread {
+    pub fn enter() -> BackgroundThread {
+        BackgroundThread(set_background(0, true).is_ok())
     }
 }
 
-impl Drop for IdleThread {
+impl Drop for BackgroundThread {
     fn drop(&mut self) {
         if self.0 {
-            let _ = set_idle(0, false);
+            let _ = set_background(0, false);
         }
     }
 }
 
-/// Thread `tid` (0: the caller) at idle priority (SCHED_IDLE: it runs only on CPU time no
-/// other task wants) or back at normal priority (SCHED_OTHER). berthd's speculative work
-/// (parked containers, standby shims, slots, network namespaces made ahead) runs idle: on a
-/// host of two cores it would otherwise slow down the very clients it works ahead for
-/// (measured: a `docker` CLI started within milliseconds of berthd's refills ran ~2 ms
-/// longer). Whatever waits for such work first raises it.
-pub fn set_idle(tid: libc::pid_t, idle: bool) -> io::Result<()> {
-    let policy = if idle {
-        libc::SCHED_IDLE
-    } else {
-        libc::SCHED_OTHER
-    };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: param is valid for the call's duration.
-    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+/// Thread `tid` (0: the caller) at background priority (nice 19) or back at normal (nice
+/// 0). berthd's speculative work (parked containers, standby shims, slots made ahead, a
+/// `--rm` container's clean-up) runs in the background: on a host of two cores it would
+/// otherwise slow down the very clients it works ahead for (measured: a `docker` CLI
+/// started within milliseconds of berthd's refills ran ~2 ms longer). Not SCHED_IDLE: a
+/// task of that class holding a kernel lock (mounts, cgroups) or sharing berthd's memory
+/// (a vfork child) can starve for seconds on a saturated host, and whoever waits on it
+/// with it; at nice 19 it still gets a slice within ~100 ms. Nothing a request waits for
+/// runs in the background.
+pub fn set_background(tid: libc::pid_t, background: bool) -> io::Result<()> {
+    let nice = if background { 19 } else { 0 };
+    // SAFETY: plain setpriority(2) on one thread (Linux applies PRIO_PROCESS to a tid).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

@@ -1105,15 +1105,15 @@ fn slots_are_mounted_ahead_for_the_last_image() {
     d.ok(&["run", "--rm", "busybox", "true"]);
     let wait_mounted = |d: &Berthd| {
         assert!(
-            // Slots are made at idle priority: on a busy machine (tests in parallel), late.
+            // Slots are made in the background: on a busy machine (tests in parallel), late.
             d.eventually(Duration::from_secs(30), || !mounted_slots(d).is_empty()),
             "no slot was mounted: {}",
             common::tail(&d.log(), 20)
         )
     };
     wait_mounted(&d);
-    // A container like that run's is parked in one (at idle priority): the create takes
-    // that slot, mounted ahead. (Slots keep coming meanwhile, at idle priority too.)
+    // A container like that run's is parked in one (in the background): the create takes
+    // that slot, mounted ahead. (Slots keep coming meanwhile, in the background too.)
     assert!(d.eventually(Duration::from_secs(30), || !parked(&d).is_empty()));
     let ahead = mounted_slots(&d);
     let id = d.ok(&["create", "busybox", "true"]).trim().to_string();
@@ -1176,8 +1176,8 @@ fn slots_are_mounted_ahead_for_the_last_image() {
     }
 }
 
-/// Slots holding a parked container, parked (berthd said so: parking runs at idle
-/// priority, and a slot being parked is not taken).
+/// Slots holding a parked container, parked (berthd said so: parking runs in the
+/// background, and a slot being parked is not taken).
 fn parked(d: &Berthd) -> Vec<String> {
     let log = d.log();
     parking(d)
@@ -1216,7 +1216,7 @@ fn parked_containers_are_claimed_with_their_own_program() {
     let mut d = Berthd::start();
     let wait_parked = |d: &Berthd| {
         assert!(
-            // Parking runs at idle priority: on a busy machine (tests in parallel), late.
+            // Parking runs in the background: on a busy machine (tests in parallel), late.
             d.eventually(Duration::from_secs(30), || !parked(d).is_empty()),
             "nothing was parked: {}",
             common::tail(&d.log(), 20)
@@ -1280,7 +1280,7 @@ fn parked_containers_are_claimed_with_their_own_program() {
     assert!(d.log().contains("parked container claimed"), "not claimed");
 
     // An attached run parks one too; the claimed init runs at normal priority (parking
-    // ran at idle priority) in a session of its own.
+    // ran in the background, at nice 19) in a session of its own.
     d.ok(&["run", "--rm", "busybox", "true"]);
     wait_parked(&d);
     let claims = || d.log().matches("parked container claimed").count();
@@ -1299,8 +1299,9 @@ fn parked_containers_are_claimed_with_their_own_program() {
         .to_string();
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
-    // After "(comm) ": state is field 3, session 6, policy 41.
+    // After "(comm) ": state is field 3, session 6, nice 19, policy 41.
     assert_eq!(fields[6 - 3], pid, "session of {pid}: {stat}");
+    assert_eq!(fields[19 - 3], "0", "nice of {pid}: {stat}");
     assert_eq!(fields[41 - 3], "0", "scheduling policy of {pid}: {stat}");
     d.ok(&["rm", "-f", &id]);
 

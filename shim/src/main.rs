@@ -168,9 +168,7 @@ fn standby() -> i32 {
         Ok(berth_shim::sys::Forked::Child) => {}
         Ok(berth_shim::sys::Forked::Parent(_)) => return 0,
     }
-    // Started at idle priority, perhaps (berthd makes standby shims ahead that way): a
-    // launch waits for this process, so it waits at normal priority, and says so.
-    let _ = berth_shim::sys::set_idle(0, false);
+    // Says it waits (berthd pools only standbys that got this far).
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&[berth_shim::protocol::STANDBY_WAITS]);
@@ -219,14 +217,14 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         let _ = ready.write_all(b"\0");
         1
     };
-    // A container parked ahead of need is speculative work: it is made on CPU time nobody
-    // else wants (SCHED_IDLE, inherited by the container's init), in the launcher's session,
-    // whose scheduling group holds the clients whose requests it would otherwise slow down
-    // (a session of our own would be a group of its own, competing as an equal). A create
+    // A container parked ahead of need is speculative work: it is made in the background
+    // (nice 19, inherited by the container's init), in the launcher's session, whose
+    // scheduling group holds the clients whose requests it would otherwise slow down (a
+    // session of our own would be an autogroup of its own, competing as an equal). A create
     // never waits for a container still being parked: it takes another slot. The shim
     // leaves for its own session, at normal priority, once the container is parked.
     if cfg.park {
-        let _ = berth_shim::sys::set_idle(0, true);
+        let _ = berth_shim::sys::set_background(0, true);
     } else if let Err(e) = berth_shim::sys::setsid() {
         return fail(&mut ready, format!("setsid: {e}"));
     }
@@ -253,7 +251,7 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         }
     };
     if cfg.park {
-        if let Err(e) = shim.leave_idle() {
+        if let Err(e) = shim.leave_background() {
             let _ = std::fs::remove_file(&sock);
             return fail(&mut ready, e.to_string());
         }

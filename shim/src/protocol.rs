@@ -104,11 +104,11 @@ pub enum Request {
         attach: bool,
     },
     /// Kill the container if it runs, reap it, delete it from the runtime, then exit the shim.
-    /// `exit.json` stays in the state dir. `idle`: nobody waits for it; the shim does it at
-    /// idle priority (SCHED_IDLE), on CPU time no other task wants.
+    /// `exit.json` stays in the state dir. `background`: nobody waits for it; the shim does
+    /// it at background priority (nice 19).
     Shutdown {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        idle: bool,
+        background: bool,
     },
     /// Give a container created with `--park` its program from the bundle's config.json
     /// (which must be the parked one but for process args, env, cwd, user and rlimits), and
@@ -459,8 +459,8 @@ pub fn decode_launch_args(input: &[u8]) -> Option<Vec<String>> {
 /// A shim's answer to whoever launched it, ended by NUL: `ok` once it serves, or the error.
 pub const READY_OK: &str = "ok";
 
-/// The byte a standby shim writes on its answer pipe once it waits for its arguments (at
-/// normal priority, whatever it was started at), before the launch's outcome.
+/// The byte a standby shim writes on its answer pipe once it waits for its arguments,
+/// before the launch's outcome.
 pub const STANDBY_WAITS: u8 = b'+';
 
 /// The launch's outcome in a shim's answer (read up to its NUL or the end of the pipe).

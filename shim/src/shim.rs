@@ -143,14 +143,15 @@ pub struct Shim {
 impl Shim {
     /// Create and start the container. The caller is single-threaded, is a child subreaper,
     /// and has bound `listener` at `<state_dir>/shim.sock`.
-    /// After a container was parked at idle priority (see berth-shim's `serve`): this shim in
-    /// a session of its own, it and the parked init back to normal priority, so that the
-    /// claim and the program are not starved on a busy host. The init, blocked until the
-    /// claim, competed with nobody meanwhile; it leaves the launcher's session at the claim.
-    pub fn leave_idle(&self) -> Result<(), ShimError> {
+    /// After a container was parked in the background (see berth-shim's `serve`): this shim
+    /// in a session of its own, it and the parked init back to normal priority, so that the
+    /// claim and the program do not wait on a busy host. The init, blocked until the claim,
+    /// competes with nobody meanwhile; it leaves the launcher's session at the claim.
+    pub fn leave_background(&self) -> Result<(), ShimError> {
         sys::setsid().map_err(sys_err("setsid"))?;
-        sys::set_idle(0, false).map_err(sys_err("leave SCHED_IDLE"))?;
-        sys::set_idle(self.pid, false).map_err(sys_err("the parked init leaving SCHED_IDLE"))
+        sys::set_background(0, false).map_err(sys_err("leave the background"))?;
+        sys::set_background(self.pid, false)
+            .map_err(sys_err("the parked init leaving the background"))
     }
 
     pub fn start(cfg: Config, listener: UnixListener) -> Result<Shim, ShimError> {
@@ -1036,9 +1037,9 @@ impl Shim {
                     }
                 }
             }
-            Request::Shutdown { idle } => {
-                if idle {
-                    let _ = sys::set_idle(0, true);
+            Request::Shutdown { background } => {
+                if background {
+                    let _ = sys::set_background(0, true);
                 }
                 self.shutdown = true;
                 self.set_mode(slot, Mode::ShuttingDown);

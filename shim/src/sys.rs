@@ -28,17 +28,13 @@ pub fn setsid() -> io::Result<()> {
     Ok(())
 }
 
-/// Sets the scheduling policy of process `pid` (0: this thread): `SCHED_IDLE` when `idle`
-/// (it runs only on CPU time no other task wants), `SCHED_OTHER` otherwise.
-pub fn set_idle(pid: libc::pid_t, idle: bool) -> io::Result<()> {
-    let policy = if idle {
-        libc::SCHED_IDLE
-    } else {
-        libc::SCHED_OTHER
-    };
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: param is a valid sched_param for the call's duration.
-    check(unsafe { libc::sched_setscheduler(pid, policy, &param) })?;
+/// Process `pid` (0: this thread) at background priority (nice 19) or back at normal (nice
+/// 0): berthd's speculative work (a container parked ahead, a standby's start-up, a `--rm`
+/// container's clean-up) yields the CPU to the clients it works ahead for.
+pub fn set_background(pid: libc::pid_t, background: bool) -> io::Result<()> {
+    let nice = if background { 19 } else { 0 };
+    // SAFETY: plain setpriority(2).
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) })?;
     Ok(())
 }
 

@@ -159,7 +159,7 @@ fn survives_its_starter_being_killed() {
     let want: Vec<String> = (0..20).map(|i| format!("line {i}\n")).collect();
     assert_eq!(lines, want);
     assert_eq!(
-        c.call(&Request::Shutdown { idle: false }).unwrap(),
+        c.call(&Request::Shutdown { background: false }).unwrap(),
         Response::Ok
     );
     eventually(5, "the shim to exit", || !alive(st.shim_pid as i32));
@@ -190,7 +190,10 @@ fn hold_starts_on_request_and_shutdown_cleans_up() {
     assert_eq!(p, b"first\n");
     let shim_pid = s.shim_pid.unwrap();
     let init = s.state().pid;
-    assert_eq!(s.call(&Request::Shutdown { idle: false }), Response::Ok);
+    assert_eq!(
+        s.call(&Request::Shutdown { background: false }),
+        Response::Ok
+    );
     eventually(5, "the shim to exit", || !alive(shim_pid));
     assert!(!alive(init));
     // The attached client sees the end of the stream.

@@ -479,7 +479,7 @@ pub async fn create(
     // Then a container like this one parked in one of them (unless it has stdin or a
     // terminal), for the next create: both once this container's client is done with it —
     // a `docker run -d`'s at the start, a `docker run --rm`'s at the removal it waits for —
-    // or 15 ms after the create, and both at idle priority. In a loop of `docker run`s the
+    // or 15 ms after the create, and both in the background (nice 19). In a loop of `docker run`s the
     // next create comes 12-15 ms after.
     let (d, template) = (d.clone(), ctr.rec().clone());
     let auto_remove = template.host_config.auto_remove;
@@ -492,9 +492,9 @@ pub async fn create(
         let parked = super::lifecycle::warm(d.clone(), template.clone()).await;
         let (d2, image_id) = (d.clone(), template.image_id.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            // Ahead of need: at idle priority (see `util::set_idle`); a create that finds no
-            // slot makes its directories itself.
-            let _idle = crate::util::IdleThread::enter();
+            // Ahead of need: in the background (see `util::set_background`); a create that
+            // finds no slot makes its directories itself.
+            let _bg = crate::util::BackgroundThread::enter();
             if let Ok(dirs) = super::lifecycle::image_lowers(&d2, &image_id) {
                 d2.slots.mount_for(super::slots::Lower { image_id, dirs });
             }

@@ -294,9 +294,9 @@ async fn claim(
 /// Run after a create has answered; a failure only costs the slot. False when no slot is
 /// mounted for the image (yet).
 ///
-/// Parking runs at idle priority (see berth-shim's `--park`): after an attached create too
-/// (`docker run`, `--rm` or not), once its container is removed or has run, it takes no CPU
-/// time from that container's exit or its client. Not for containers with stdin or a
+/// Parking runs in the background (nice 19, see berth-shim's `--park`): after an attached
+/// create too (`docker run`, `--rm` or not), once its container is removed or has run, it
+/// yields the CPU to that container's exit and its client. Not for containers with stdin or a
 /// terminal, whose shim sets them up at the create.
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let c = &template.config;
@@ -328,11 +328,11 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     rec.config.env.clear();
     let paths = d.paths(&id);
     let made = async {
-        // The bundle, like the shim, at idle priority (see `util::set_idle`).
+        // The bundle, like the shim, in the background (see `util::set_background`).
         let bundle = {
             let (d, rec, paths) = (d.clone(), rec.clone(), paths.clone());
             tokio::task::spawn_blocking(move || {
-                let _idle = crate::util::IdleThread::enter();
+                let _bg = crate::util::BackgroundThread::enter();
                 rootfs::write_etc_files(&paths.bundle, &rec)?;
                 let netns = take_netns(&d, &rec)?;
                 let netns_path = netns.as_ref().map(|n| n.path());
@@ -429,7 +429,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     };
     c.set_held(false);
     lap(c, t0, "started");
-    // The next container's shim, made at idle priority.
+    // The next container's shim, started in the background.
     d.shims.refill(&d.cfg.shim);
     {
         let mut r = c.rec();
@@ -781,20 +781,25 @@ async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
 }
 
 /// The container's shim (a held one, or one a crash left), overlay, bundle, record and log,
-/// and with `volumes` its anonymous volumes. `idle`: nobody waits for it (a `--rm`
+/// and with `volumes` its anonymous volumes. `background`: nobody waits for it (a `--rm`
 /// container's removal, once its waiters have their answer), so the shim's shutdown and the
-/// file work run at idle priority (see `util::set_idle`).
-async fn remove_files(d: &Arc<Daemon>, c: &Arc<Ctr>, volumes: bool, idle: bool) -> ApiResult<()> {
+/// file work run in the background (see `util::set_background`).
+async fn remove_files(
+    d: &Arc<Daemon>,
+    c: &Arc<Ctr>,
+    volumes: bool,
+    background: bool,
+) -> ApiResult<()> {
     let paths = d.paths(&c.id);
     let mut shim_done = true;
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
-        shim_done = shut_down_shim_idle(d, &c.id, idle).await;
+        shim_done = shut_down_shim_bg(d, &c.id, background).await;
         c.set_held(false);
     }
     // Unmounting an overlay syncs its upper filesystem: off the async thread.
     let (d, c) = (d.clone(), c.clone());
     tokio::task::spawn_blocking(move || {
-        let _idle = idle.then(crate::util::IdleThread::enter);
+        let _bg = background.then(crate::util::BackgroundThread::enter);
         remove_dirs_of(&d, &c, volumes, shim_done)
     })
     .await
@@ -870,14 +875,15 @@ pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
 /// Shuts down the shim of container (or slot) `id`, if one answers, and removes its state
 /// dir.
 pub async fn shut_down_shim_of(d: &Daemon, id: &str) {
-    shut_down_shim_idle(d, id, false).await;
+    shut_down_shim_bg(d, id, false).await;
 }
 
-/// [`shut_down_shim_of`]; `idle`: the shim does it at idle priority (nobody waits). False
-/// when the shim did not finish in time (it may still hold the container's mounts).
-async fn shut_down_shim_idle(d: &Daemon, id: &str, idle: bool) -> bool {
+/// [`shut_down_shim_of`]; `background`: the shim does it in the background (nobody
+/// waits). False when the shim did not finish in time (it may still hold the container's
+/// mounts).
+async fn shut_down_shim_bg(d: &Daemon, id: &str, background: bool) -> bool {
     let sd = d.paths(id).shim;
-    let req = Request::Shutdown { idle };
+    let req = Request::Shutdown { background };
     // The shim's own `call` gives up after 10 s.
     let done = !matches!(
         shim::call(&sd, &req).await,

@@ -36,10 +36,9 @@ pub struct Standby {
     reply: tokio::process::ChildStdout,
 }
 
-/// One standby shim, at normal priority once it waits (a create waits for it). It is made
-/// at idle priority (see `util::set_idle`) and joins the pool only once it says it waits: a
-/// create that finds the pool empty starts one of its own at normal priority instead of
-/// waiting for one that a busy host may not give CPU time to.
+/// One standby shim. It is started off the async thread and joins the pool only once it
+/// says it waits: a create that finds the pool empty starts one of its own instead of
+/// waiting for one still starting.
 #[derive(Default)]
 pub struct Pool {
     ready: std::sync::Mutex<Option<Standby>>,
@@ -59,7 +58,7 @@ impl Pool {
         }
         let (pool, shim) = (self.clone(), shim.to_path_buf());
         tokio::spawn(async move {
-            match idle_standby(&shim).await {
+            match standby_off_thread(&shim).await {
                 Ok(mut sb) => {
                     let mut b = [0u8; 1];
                     let waits = matches!(sb.reply.read(&mut b).await, Ok(1))
@@ -78,18 +77,14 @@ impl Pool {
     }
 }
 
-/// A shim started at idle priority (SCHED_IDLE, which the process inherits through its exec
-/// and fork) from a blocking thread: its start-up only takes CPU time nobody else wants.
-/// For the pool (which it joins once it waits, at normal priority) and for parking a
-/// container (speculative work, see berth-shim's `--park`), which nothing waits for.
-async fn idle_standby(shim: &Path) -> std::io::Result<Standby> {
+/// A standby shim started from a blocking thread: the spawn's vfork stops the thread that
+/// calls it until the exec, which is not then the async one. For the pool and for parking
+/// a container (speculative work, see berth-shim's `--park`), which nothing waits for.
+async fn standby_off_thread(shim: &Path) -> std::io::Result<Standby> {
     let shim = shim.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        let _idle = crate::util::IdleThread::enter();
-        standby(&shim)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || standby(&shim))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 fn standby(shim: &Path) -> std::io::Result<Standby> {
@@ -147,7 +142,7 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
     let msg = berth_shim::protocol::encode_launch_args(&bytes);
     let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
     let mut sb = if l.park {
-        idle_standby(&cfg.shim).await.map_err(started)?
+        standby_off_thread(&cfg.shim).await.map_err(started)?
     } else {
         match pool.take() {
             Some(s) => s,
@@ -197,7 +192,7 @@ pub fn shut_down_blocking(state_dir: &Path) {
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(&path) else {
         return;
     };
-    let line = request_line(&Request::Shutdown { idle: false });
+    let line = request_line(&Request::Shutdown { background: false });
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     if s.write_all(&line).is_ok() {
         let mut reply = [0u8; 256];

@@ -282,7 +282,7 @@ fn setup(
         let mut gids = [0; late::MAX_GIDS];
         let prog = late::receive(sync, arena, &mut gids).map_err(fail(Step::Park, 1))?;
         if p.process.console.is_none() {
-            // berth-shim parks in its launcher's session (at idle priority): a session of
+            // berth-shim parks in its launcher's session (in the background): a session of
             // our own now, away from that one's terminal signals. A console's setup makes
             // one anyway.
             // SAFETY: setsid has no memory effects; we are not a group leader after clone.

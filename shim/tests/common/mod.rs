@@ -221,7 +221,7 @@ impl Drop for Shim {
     fn drop(&mut self) {
         if let Ok(mut c) = Client::connect(self.dir()) {
             let _ = c.set_timeout(Some(Duration::from_secs(10)));
-            let _ = c.call(&Request::Shutdown { idle: false });
+            let _ = c.call(&Request::Shutdown { background: false });
         }
         if let Some(pid) = self.shim_pid {
             // Bounded: the shim exits right after answering shutdown.
