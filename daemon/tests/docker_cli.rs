@@ -1354,11 +1354,23 @@ fn parked_containers_are_claimed_with_their_own_program() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("executable file not found"));
     assert!(d.log().contains("claiming the parked container"));
 
-    // kill -9 with a container parked: the restarted berthd shuts it down.
+    // kill -9 with a container parked: its shim sees berthd's end of its pipe close and
+    // shuts it down by itself; the restarted berthd removes the slot.
     d.ok(&["run", "-d", "busybox", "true"]);
     wait_parked(&d);
     let before = parked(&d);
     d.kill9();
+    for id in &before {
+        let sock = d
+            .exec_root()
+            .join("shims")
+            .join(&id[..16])
+            .join("shim.sock");
+        assert!(
+            d.eventually(Duration::from_secs(10), || !sock.exists()),
+            "the parked shim of {id} outlived berthd"
+        );
+    }
     d.spawn();
     d.ok(&["ps"]);
     for id in &before {

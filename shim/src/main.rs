@@ -255,6 +255,14 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
             let _ = std::fs::remove_file(&sock);
             return fail(&mut ready, e.to_string());
         }
+        // Our stdin is the launcher's pipe (see `Shim::watch_launcher`); a copy, before
+        // the standard descriptors go to /dev/null below.
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) of fd 0; the result is checked and owned here.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd >= 0 {
+            // SAFETY: fd was just made and is owned by nothing else.
+            shim.watch_launcher(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
     }
     // Our stdio belonged to whoever started us: from now on, a log file in the state dir.
     let log = std::fs::OpenOptions::new()

@@ -74,6 +74,7 @@ const T_LISTEN: u64 = 3;
 const T_OUT: u64 = 4;
 const T_ERR: u64 = 5;
 const T_STDIN: u64 = 6;
+const T_LAUNCHER: u64 = 7;
 const CONN_BIT: u64 = 1 << 63;
 /// Tokens of exec sources: EXEC_BIT | slot << 8 | source number.
 pub(crate) const EXEC_BIT: u64 = 1 << 62;
@@ -138,6 +139,10 @@ pub struct Shim {
     mnt_ns: Option<OwnedFd>,
     /// The control socket's path is removed (see `unlink_socket`).
     unlinked: bool,
+    /// While parked: our end of the pipe the daemon gave us our arguments on. The daemon
+    /// keeps its end open while the container is parked; its closing before a claim (the
+    /// daemon dropped the slot, or died) shuts the parked container down.
+    launcher: Option<OwnedFd>,
 }
 
 impl Shim {
@@ -152,6 +157,37 @@ impl Shim {
         sys::set_background(0, false).map_err(sys_err("leave the background"))?;
         sys::set_background(self.pid, false)
             .map_err(sys_err("the parked init leaving the background"))
+    }
+
+    /// Watches `fd`, the launcher's pipe, while the container is parked (see `launcher`).
+    pub fn watch_launcher(&mut self, fd: OwnedFd) {
+        if self.parked.is_some() {
+            self.launcher = Some(fd);
+        }
+    }
+
+    /// The launcher's pipe is readable: at its end, a container still parked is shut down
+    /// (the shim exits once it is gone). Nothing is written on it; anything else is read
+    /// away.
+    fn on_launcher(&mut self) {
+        let Some(fd) = &self.launcher else {
+            return;
+        };
+        let mut b = [0u8; 64];
+        // SAFETY: reading into a local buffer of that size.
+        let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+        if n > 0
+            || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
+        {
+            return;
+        }
+        self.launcher = None;
+        if self.parked.take().is_some() {
+            // Its init, reading the program from the parked handle just dropped, exits; the
+            // kill makes sure. Its exit finishes the shutdown (delete, then exit).
+            self.shutdown = true;
+            let _ = rsys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGKILL);
+        }
     }
 
     pub fn start(cfg: Config, listener: UnixListener) -> Result<Shim, ShimError> {
@@ -249,6 +285,7 @@ impl Shim {
         Ok(Shim {
             mnt_ns,
             unlinked: false,
+            launcher: None,
             held: cfg.hold,
             parked,
             pid: spawned.container.record.pid,
@@ -327,7 +364,13 @@ impl Shim {
     }
 
     fn arm(&mut self) {
-        let fixed: [(u64, Option<RawFd>, u32); 5] = [
+        let launcher = self
+            .launcher
+            .as_ref()
+            .filter(|_| self.parked.is_some())
+            .map(|f| f.as_raw_fd());
+        let fixed: [(u64, Option<RawFd>, u32); 6] = [
+            (T_LAUNCHER, launcher, libc::POLLIN as u32),
             (
                 T_PIDFD,
                 self.init_exit.is_none().then(|| self.pidfd.as_raw_fd()),
@@ -423,6 +466,7 @@ impl Shim {
             T_OUT => self.read_output(0),
             T_ERR => self.read_output(1),
             T_STDIN => self.flush_stdin(),
+            T_LAUNCHER => self.on_launcher(),
             _ => {}
         }
     }

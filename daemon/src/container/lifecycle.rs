@@ -343,12 +343,13 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
         };
         let (config, netns) = bundle.await.map_err(ApiError::internal)??;
         let log = paths.log(&rec.id);
-        shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, true))
+        let pipe = shim::launch(&d.cfg, &d.shims, &launch_of(&rec, &paths, &log, true))
             .await
             .map_err(ApiError::internal)?;
         Ok::<_, ApiError>(super::slots::Warm {
             config: without_program(config),
             netns: netns.map(Arc::new),
+            pipe: pipe.map(Arc::new),
         })
     }
     .await;

@@ -105,9 +105,20 @@ fn standby(shim: &Path) -> std::io::Result<Standby> {
     })
 }
 
+/// The write end of the pipe a parked container's shim got its arguments on, kept open
+/// while it is parked: the shim watches the other end, and when it closes (the slot
+/// claimed or dropped, or berthd gone, killed or not) a shim still parked shuts its
+/// container down and exits. A parked container never outlives berthd's knowledge of it.
+pub struct ParkedPipe(#[allow(dead_code)] tokio::process::ChildStdin);
+
 /// Has a berth-shim (the standby one, or a new one if none is ready) create the container and
-/// hold it; returns when the shim's socket answers, or with the shim's error text.
-pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<(), String> {
+/// hold it; returns when the shim's socket answers, or with the shim's error text. Parked
+/// (`l.park`), with the pipe to keep while it is.
+pub async fn launch(
+    cfg: &Config,
+    pool: &Arc<Pool>,
+    l: &Launch<'_>,
+) -> Result<Option<ParkedPipe>, String> {
     use std::os::unix::ffi::OsStrExt;
     std::fs::create_dir_all(l.state_dir)
         .map_err(|e| format!("creating {}: {e}", l.state_dir.display()))?;
@@ -154,7 +165,12 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
         sb = standby(&cfg.shim).map_err(started)?;
         sb.args.write_all(&msg).await.map_err(started)?;
     }
-    drop(sb.args);
+    let pipe = if l.park {
+        Some(ParkedPipe(sb.args))
+    } else {
+        drop(sb.args);
+        None
+    };
     let mut reply = Vec::new();
     let mut buf = [0u8; 512];
     loop {
@@ -174,7 +190,7 @@ pub async fn launch(cfg: &Config, pool: &Arc<Pool>, l: &Launch<'_>) -> Result<()
         .iter()
         .take_while(|&&b| b == berth_shim::protocol::STANDBY_WAITS)
         .count();
-    berth_shim::protocol::decode_ready(&reply[waited..])
+    berth_shim::protocol::decode_ready(&reply[waited..]).map(|()| pipe)
 }
 
 /// A request as the shim reads it: one JSON line.

@@ -85,6 +85,8 @@ pub struct Warm {
     /// The network namespace it is in, None with the host's: held open while it is parked,
     /// since a claim's config names it by the same descriptor path.
     pub netns: Option<std::sync::Arc<crate::netns::Netns>>,
+    /// Kept open while parked (see `shim::ParkedPipe`).
+    pub pipe: Option<std::sync::Arc<super::shim::ParkedPipe>>,
 }
 
 /// An image's overlay lower layers, as a container of it is mounted.
