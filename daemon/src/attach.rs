@@ -86,8 +86,9 @@ struct Flags {
     stderr: bool,
 }
 
-/// Attaches to the container's shim: at once when it runs, or when the next start has
-/// created it (the start holds the container until waiting attachers are connected).
+/// Attaches to the container's shim: at once when it runs or its shim already holds it
+/// (`gate_gen` None), or when the next start has created it (the start holds the container
+/// until waiting attachers are connected).
 async fn connect(
     d: &crate::daemon::Daemon,
     c: &Ctr,
@@ -133,19 +134,19 @@ pub async fn container(ctx: &Ctx, c: Arc<Ctr>, req: Request<Incoming>) -> ApiRes
     }
     let tty = c.rec().config.tty;
     // Not running yet (`docker run` attaches before it starts): register as a waiter so the
-    // start holds the container until this client is connected — unless its shim already
-    // holds it (prepared ahead, or a parked one claimed), when the client connects now and
-    // the start has nobody to wait for.
-    let gate_gen = if c.status().is_running() || c.is_held() {
-        None
-    } else {
-        let mut g = None;
+    // start holds the container until this client is connected. When its shim already holds
+    // it (prepared ahead, or a parked one claimed) the client connects at once, without
+    // waiting for the start's preparation: usually before the start comes, which then has
+    // nobody left to wait for.
+    let waiter = !c.status().is_running();
+    let mut gate_gen = None;
+    if waiter {
         c.gate.send_modify(|s| {
             s.waiting += 1;
-            g = Some(s.generation);
+            gate_gen = Some(s.generation);
         });
-        g
-    };
+    }
+    let gate_gen = gate_gen.filter(|_| !c.is_held());
     let release = {
         let c = c.clone();
         move || {
@@ -157,7 +158,7 @@ pub async fn container(ctx: &Ctx, c: Arc<Ctr>, req: Request<Incoming>) -> ApiRes
         // A plain (non-hijacked) attach: stream output as the body.
         let d = ctx.d.clone();
         let r = connect(&d, &c, &f, gate_gen).await;
-        if gate_gen.is_some() {
+        if waiter {
             release();
         }
         let (s, _) = r?;
@@ -179,7 +180,7 @@ pub async fn container(ctx: &Ctx, c: Arc<Ctr>, req: Request<Incoming>) -> ApiRes
     tokio::spawn(async move {
         let upgraded = on_upgrade.await;
         let r = connect(&d, &c, &f, gate_gen).await;
-        if gate_gen.is_some() {
+        if waiter {
             release();
         }
         match (upgraded, r) {

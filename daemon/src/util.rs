@@ -225,38 +225,48 @@ pub fn kernel_release() -> String {
         .to_string()
 }
 
-/// The calling thread at background priority (see [`set_background`]) until dropped, then
-/// back to normal. For speculative work on a blocking thread. Best effort: a kernel that
+/// The calling thread at background priority (nice 19) until dropped, then back at the nice
+/// it had. For speculative work on a blocking thread. berthd's speculative work (parked
+/// containers' bundles, slots made ahead, a `--rm` container's clean-up) runs in the
+/// background: on a host of two cores it would otherwise slow down the very clients it
+/// works ahead for (measured: a `docker` CLI started within milliseconds of berthd's
+/// refills ran ~2 ms longer). Not SCHED_IDLE: a task of that class holding a kernel lock
+/// (mounts, cgroups) can starve for seconds on a saturated host, and whoever waits on it
+/// with it; at nice 19 it still gets a slice within ~100 ms. Best effort: a kernel that
 /// refuses leaves the thread as it was.
-pub struct BackgroundThread(bool);
+pub struct BackgroundThread(Option<libc::c_int>);
 
 impl BackgroundThread {
     pub fn enter() -> BackgroundThread {
-        BackgroundThread(set_background(0, true).is_ok())
+        let prev = nice();
+        BackgroundThread(prev.filter(|_| set_nice(19).is_ok()))
     }
 }
 
 impl Drop for BackgroundThread {
     fn drop(&mut self) {
-        if self.0 {
-            let _ = set_background(0, false);
+        if let Some(prev) = self.0 {
+            let _ = set_nice(prev);
         }
     }
 }
 
-/// Thread `tid` (0: the caller) at background priority (nice 19) or back at normal (nice
-/// 0). berthd's speculative work (parked containers, standby shims, slots made ahead, a
-/// `--rm` container's clean-up) runs in the background: on a host of two cores it would
-/// otherwise slow down the very clients it works ahead for (measured: a `docker` CLI
-/// started within milliseconds of berthd's refills ran ~2 ms longer). Not SCHED_IDLE: a
-/// task of that class holding a kernel lock (mounts, cgroups) or sharing berthd's memory
-/// (a vfork child) can starve for seconds on a saturated host, and whoever waits on it
-/// with it; at nice 19 it still gets a slice within ~100 ms. Nothing a request waits for
-/// runs in the background.
-pub fn set_background(tid: libc::pid_t, background: bool) -> io::Result<()> {
-    let nice = if background { 19 } else { 0 };
-    // SAFETY: plain setpriority(2) on one thread (Linux applies PRIO_PROCESS to a tid).
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+/// The calling thread's nice value.
+fn nice() -> Option<libc::c_int> {
+    // SAFETY: getpriority(2) on the calling thread; -1 is also a valid nice value, told
+    // apart from an error by errno, cleared first.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        (n != -1 || *libc::__errno_location() == 0).then_some(n)
+    }
+}
+
+/// Sets the calling thread's nice value (Linux applies PRIO_PROCESS with id 0 to the
+/// calling thread).
+fn set_nice(n: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain setpriority(2).
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())

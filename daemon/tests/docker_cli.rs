@@ -206,7 +206,6 @@ fn exec_runs_inside_with_exit_codes() {
     assert!(top.contains("sleep 300"), "{top}");
 }
 
-/// One Engine API request over berthd's socket (curl): the status and the body.
 /// A directory slot's record: spaces only (or empty), as berthd makes it before a create.
 fn blank_record(path: &std::path::Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.iter().all(u8::is_ascii_whitespace))
@@ -217,6 +216,7 @@ fn written_record(path: &std::path::Path) -> bool {
     std::fs::read(path).is_ok_and(|b| !b.iter().all(u8::is_ascii_whitespace))
 }
 
+/// One Engine API request over berthd's socket (curl): the status and the body.
 fn api(d: &Berthd, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut c = std::process::Command::new("curl");
     c.arg("-s")

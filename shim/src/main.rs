@@ -89,8 +89,10 @@ fn main() {
     if args.len() == 2 && args[0] == "--read-log" {
         std::process::exit(read_log(&args[1]));
     }
-    if args.len() == 1 && args[0] == "--standby" {
-        std::process::exit(standby());
+    match args.as_slice() {
+        [a] if a == "--standby" => std::process::exit(standby(false)),
+        [a, b] if a == "--standby" && b == "--announce" => std::process::exit(standby(true)),
+        _ => {}
     }
     let cfg = match parse(&args) {
         Ok(c) => c,
@@ -158,7 +160,13 @@ fn main() {
 /// arguments. Exec, dynamic loading and the fork are paid before anyone asks for a
 /// container; the launcher's end of the pipe closing (EOF before any argument) ends it.
 /// Its command line keeps saying `--standby`; the container it serves is in its state dir.
-fn standby() -> i32 {
+fn standby(announce: bool) -> i32 {
+    // `--announce` (berthd's pool): started ahead of need, so the start-up in the
+    // background; waiting at the nice it was started at, which it then says on stdout.
+    let normal_nice = berth_shim::sys::nice().unwrap_or(0);
+    if announce {
+        let _ = berth_shim::sys::set_nice(0, berth_shim::sys::BACKGROUND_NICE);
+    }
     // SAFETY: single-threaded here; the parent only exits.
     match unsafe { berth_shim::sys::fork() } {
         Err(e) => {
@@ -168,8 +176,9 @@ fn standby() -> i32 {
         Ok(berth_shim::sys::Forked::Child) => {}
         Ok(berth_shim::sys::Forked::Parent(_)) => return 0,
     }
-    // Says it waits (berthd pools only standbys that got this far).
-    {
+    if announce {
+        // berthd pools only standbys that got this far.
+        let _ = berth_shim::sys::set_nice(0, normal_nice);
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&[berth_shim::protocol::STANDBY_WAITS]);
         let _ = out.flush();
@@ -223,8 +232,9 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
     // session of our own would be an autogroup of its own, competing as an equal). A create
     // never waits for a container still being parked: it takes another slot. The shim
     // leaves for its own session, at normal priority, once the container is parked.
+    let normal_nice = berth_shim::sys::nice().unwrap_or(0);
     if cfg.park {
-        let _ = berth_shim::sys::set_background(0, true);
+        let _ = berth_shim::sys::set_nice(0, berth_shim::sys::BACKGROUND_NICE);
     } else if let Err(e) = berth_shim::sys::setsid() {
         return fail(&mut ready, format!("setsid: {e}"));
     }
@@ -251,9 +261,9 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         }
     };
     if cfg.park {
-        if let Err(e) = shim.leave_background() {
-            let _ = std::fs::remove_file(&sock);
-            return fail(&mut ready, e.to_string());
+        // Best effort: a parked container left in the background still works.
+        if let Err(e) = shim.leave_background(normal_nice) {
+            eprintln!("berth-shim: {e}");
         }
         // Our stdin is the launcher's pipe (see `Shim::watch_launcher`); a copy, before
         // the standard descriptors go to /dev/null below.

@@ -459,8 +459,9 @@ pub fn decode_launch_args(input: &[u8]) -> Option<Vec<String>> {
 /// A shim's answer to whoever launched it, ended by NUL: `ok` once it serves, or the error.
 pub const READY_OK: &str = "ok";
 
-/// The byte a standby shim writes on its answer pipe once it waits for its arguments,
-/// before the launch's outcome.
+/// The byte a standby shim started `--standby --announce` writes on its answer pipe once
+/// it waits for its arguments (at normal priority after a start-up in the background),
+/// before the launch's outcome. Without `--announce` (an older berthd) it writes nothing.
 pub const STANDBY_WAITS: u8 = b'+';
 
 /// The launch's outcome in a shim's answer (read up to its NUL or the end of the pipe).

@@ -146,17 +146,14 @@ pub struct Shim {
 }
 
 impl Shim {
-    /// Create and start the container. The caller is single-threaded, is a child subreaper,
-    /// and has bound `listener` at `<state_dir>/shim.sock`.
     /// After a container was parked in the background (see berth-shim's `serve`): this shim
-    /// in a session of its own, it and the parked init back to normal priority, so that the
+    /// in a session of its own, it and the parked init back at `nice`, so that the
     /// claim and the program do not wait on a busy host. The init, blocked until the claim,
     /// competes with nobody meanwhile; it leaves the launcher's session at the claim.
-    pub fn leave_background(&self) -> Result<(), ShimError> {
+    pub fn leave_background(&self, nice: libc::c_int) -> Result<(), ShimError> {
         sys::setsid().map_err(sys_err("setsid"))?;
-        sys::set_background(0, false).map_err(sys_err("leave the background"))?;
-        sys::set_background(self.pid, false)
-            .map_err(sys_err("the parked init leaving the background"))
+        sys::set_nice(0, nice).map_err(sys_err("leave the background"))?;
+        sys::set_nice(self.pid, nice).map_err(sys_err("the parked init leaving the background"))
     }
 
     /// Watches `fd`, the launcher's pipe, while the container is parked (see `launcher`).
@@ -190,6 +187,8 @@ impl Shim {
         }
     }
 
+    /// Create and start the container. The caller is single-threaded, is a child subreaper,
+    /// and has bound `listener` at `<state_dir>/shim.sock`.
     pub fn start(cfg: Config, listener: UnixListener) -> Result<Shim, ShimError> {
         let (reactor, event_loop) =
             Reactor::new(cfg.force_epoll).map_err(sys_err("set up event loop"))?;
@@ -1072,6 +1071,7 @@ impl Shim {
                         let reply = Response::Error {
                             message: format!("claim container {}: {e}", self.cfg.id),
                         };
+                        self.mnt_ns = None;
                         self.unlink_socket();
                         if let Some(c) = self.conns[slot].as_mut() {
                             c.reply_last(&reply);
@@ -1083,7 +1083,7 @@ impl Shim {
             }
             Request::Shutdown { background } => {
                 if background {
-                    let _ = sys::set_background(0, true);
+                    let _ = sys::set_nice(0, sys::BACKGROUND_NICE);
                 }
                 self.shutdown = true;
                 self.set_mode(slot, Mode::ShuttingDown);

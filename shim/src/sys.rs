@@ -28,11 +28,27 @@ pub fn setsid() -> io::Result<()> {
     Ok(())
 }
 
-/// Process `pid` (0: this thread) at background priority (nice 19) or back at normal (nice
-/// 0): berthd's speculative work (a container parked ahead, a standby's start-up, a `--rm`
-/// container's clean-up) yields the CPU to the clients it works ahead for.
-pub fn set_background(pid: libc::pid_t, background: bool) -> io::Result<()> {
-    let nice = if background { 19 } else { 0 };
+/// The nice value speculative work runs at (a container parked ahead, a standby's
+/// start-up, a `--rm` container's clean-up): it yields the CPU to the clients it works
+/// ahead for. Not SCHED_IDLE, which can starve a task holding a kernel lock for seconds.
+pub const BACKGROUND_NICE: libc::c_int = 19;
+
+/// This thread's nice value.
+pub fn nice() -> io::Result<libc::c_int> {
+    // SAFETY: getpriority(2); -1 is also a valid nice value, told apart from an error by
+    // errno, cleared first.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        if n == -1 && *libc::__errno_location() != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n)
+    }
+}
+
+/// Sets the nice value of process `pid` (0: this thread).
+pub fn set_nice(pid: libc::pid_t, nice: libc::c_int) -> io::Result<()> {
     // SAFETY: plain setpriority(2).
     check(unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) })?;
     Ok(())

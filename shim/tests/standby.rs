@@ -22,9 +22,10 @@ fn reply_of(mut out: std::process::ChildStdout) -> mpsc::Receiver<Vec<u8>> {
 
 /// A standby shim: its stdin, and its stdout's content once the detached shim lets go of it.
 /// The launching process must return at once, leaving the detached one waiting.
-fn standby() -> (std::process::ChildStdin, mpsc::Receiver<Vec<u8>>) {
+fn standby(announce: bool) -> (std::process::ChildStdin, mpsc::Receiver<Vec<u8>>) {
     let mut c = Command::new(SHIM)
         .arg("--standby")
+        .args(announce.then_some("--announce"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -37,7 +38,14 @@ fn standby() -> (std::process::ChildStdin, mpsc::Receiver<Vec<u8>>) {
 
 #[test]
 fn standby_exits_when_its_launcher_goes_away() {
-    let (stdin, rx) = standby();
+    // Without --announce (as an older berthd starts it), it writes nothing.
+    let (stdin, rx) = standby(false);
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    drop(stdin);
+    let out = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(out.is_empty(), "{out:?}");
+
+    let (stdin, rx) = standby(true);
     assert!(
         rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "the standby shim did not wait for its arguments"
@@ -46,13 +54,13 @@ fn standby_exits_when_its_launcher_goes_away() {
     let out = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the standby shim outlived its launcher");
-    // It said it waits (at normal priority), and nothing more.
+    // With --announce it said it waits (at normal priority), and nothing more.
     assert_eq!(out, [berth_shim::protocol::STANDBY_WAITS], "{out:?}");
 }
 
 #[test]
 fn standby_answers_bad_arguments_with_the_error() {
-    let (mut stdin, rx) = standby();
+    let (mut stdin, rx) = standby(true);
     stdin.write_all(b"--id\0x\0--bogus\0\0").unwrap();
     let out = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     let text = String::from_utf8_lossy(&out);

@@ -476,8 +476,8 @@ pub async fn create(
     // The next create's directories, mounted for this create's image, once this one has
     // answered and its start (in a `docker run`) has gone by: on two cores they would
     // compete with it.
-    // Then a container like this one parked in one of them (unless it has stdin or a
-    // terminal), for the next create: both once this container's client is done with it —
+    // Then a container like this one parked in one of them (unless it has stdin, a
+    // terminal, bind or volume mounts or --init; see `lifecycle::warm`), for the next create: both once this container's client is done with it —
     // a `docker run -d`'s at the start, a `docker run --rm`'s at the removal it waits for —
     // or 15 ms after the create, and both in the background (nice 19). In a loop of `docker run`s the
     // next create comes 12-15 ms after.

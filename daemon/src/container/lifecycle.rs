@@ -295,8 +295,8 @@ async fn claim(
 /// mounted for the image (yet).
 ///
 /// Parking runs in the background (nice 19, see berth-shim's `--park`): after an attached
-/// create too (`docker run`, `--rm` or not), once its container is removed or has run, it
-/// yields the CPU to that container's exit and its client. Not for containers with stdin or a
+/// create too (`docker run`, `--rm` or not), once its client is done with it (see
+/// `create`), it yields the CPU to that container's exit and its client. Not for containers with stdin or a
 /// terminal, whose shim sets them up at the create.
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let c = &template.config;
@@ -430,7 +430,7 @@ async fn start_inner(d: &Arc<Daemon>, c: &Arc<Ctr>) -> ApiResult<()> {
     };
     c.set_held(false);
     lap(c, t0, "started");
-    // The next container's shim, started in the background.
+    // The next container's standby shim (its start-up in the background, see `shim::Pool`).
     d.shims.refill(&d.cfg.shim);
     {
         let mut r = c.rec();
@@ -792,24 +792,30 @@ async fn remove_files(
     background: bool,
 ) -> ApiResult<()> {
     let paths = d.paths(&c.id);
-    let mut shim_done = true;
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
-        shim_done = shut_down_shim_bg(d, &c.id, background).await;
+        if !shut_down_shim_bg(d, &c.id, background).await {
+            c.set_shim_lingering();
+        }
         c.set_held(false);
     }
+    // A shim that did not finish may still hold the container's mount namespace, and with
+    // it the overlay's upper dir: not recycled then.
+    let shim_done = !c.shim_lingering();
     // Unmounting an overlay syncs its upper filesystem: off the async thread.
-    let (d, c) = (d.clone(), c.clone());
+    let (d2, c2) = (d.clone(), c.clone());
     tokio::task::spawn_blocking(move || {
         let _bg = background.then(crate::util::BackgroundThread::enter);
-        remove_dirs_of(&d, &c, volumes, shim_done)
+        remove_dirs_of(&d2, &c2, shim_done)
     })
     .await
-    .map_err(|e| ApiError::internal(format!("removing {}: {e}", paths.dir.display())))?
+    .map_err(|e| ApiError::internal(format!("removing {}: {e}", paths.dir.display())))??;
+    // Not in the background: a create's mounts take the volumes' lock this holds.
+    remove_volumes(d, c, volumes)
 }
 
 /// [`remove_files`]' work on disk, after the shim (`shim_done`: it finished its shutdown,
 /// releasing the container's mount namespace). Blocking.
-fn remove_dirs_of(d: &Daemon, c: &Ctr, volumes: bool, shim_done: bool) -> ApiResult<()> {
+fn remove_dirs_of(d: &Daemon, c: &Ctr, shim_done: bool) -> ApiResult<()> {
     let paths = d.paths(&c.id);
     let busy = rootfs::unmount_reporting_busy(&paths).map_err(ApiError::internal)?;
     // Not recursive: were the overlay somehow still mounted there, this fails instead of
@@ -832,7 +838,7 @@ fn remove_dirs_of(d: &Daemon, c: &Ctr, volumes: bool, shim_done: bool) -> ApiRes
     if busy || !shim_done || !d.slots.recycle(&c.id) {
         remove_dirs(&[&paths.overlay, &paths.dir])?;
     }
-    remove_volumes(d, c, volumes)
+    Ok(())
 }
 
 /// Removes each directory with what it holds; one already gone is not an error.
@@ -869,7 +875,9 @@ fn remove_volumes(d: &Daemon, c: &Ctr, volumes: bool) -> ApiResult<()> {
 /// start) or one whose container has exited: it deletes the container from the runtime and
 /// exits; its state dir goes with it.
 pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
-    shut_down_shim_of(d, &c.id).await;
+    if !shut_down_shim_bg(d, &c.id, false).await {
+        c.set_shim_lingering();
+    }
     c.set_held(false);
 }
 

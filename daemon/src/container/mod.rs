@@ -53,6 +53,9 @@ pub struct Ctr {
     /// A shim has created the container and holds it before its program (a created
     /// container prepared ahead of its start).
     held: AtomicBool,
+    /// A shutdown of its shim did not finish in time: that shim may still hold the
+    /// container's mount namespace (and the overlay's upper dir with it).
+    shim_lingering: AtomicBool,
     /// The parked container of the slot this container was created in, until its start's
     /// preparation claims it or shuts it down.
     warm: Mutex<Option<slots::Warm>>,
@@ -72,6 +75,7 @@ impl Ctr {
             gate: watch::channel(Gate::default()).0,
             op: tokio::sync::Mutex::new(()),
             held: AtomicBool::new(false),
+            shim_lingering: AtomicBool::new(false),
             warm: Mutex::new(None),
         })
     }
@@ -90,6 +94,14 @@ impl Ctr {
 
     pub fn set_held(&self, held: bool) {
         self.held.store(held, Ordering::Relaxed);
+    }
+
+    pub fn shim_lingering(&self) -> bool {
+        self.shim_lingering.load(Ordering::Relaxed)
+    }
+
+    pub fn set_shim_lingering(&self) {
+        self.shim_lingering.store(true, Ordering::Relaxed);
     }
 
     pub fn rec(&self) -> MutexGuard<'_, Record> {

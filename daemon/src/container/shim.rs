@@ -36,9 +36,10 @@ pub struct Standby {
     reply: tokio::process::ChildStdout,
 }
 
-/// One standby shim. It is started off the async thread and joins the pool only once it
-/// says it waits: a create that finds the pool empty starts one of its own instead of
-/// waiting for one still starting.
+/// One standby shim. It is started off the async thread (`--standby --announce`: its
+/// start-up in the background, at nice 19) and joins the pool only once it says it waits,
+/// back at normal priority: a create that finds the pool empty starts one of its own
+/// instead of waiting for one still starting.
 #[derive(Default)]
 pub struct Pool {
     ready: std::sync::Mutex<Option<Standby>>,
@@ -58,10 +59,13 @@ impl Pool {
         }
         let (pool, shim) = (self.clone(), shim.to_path_buf());
         tokio::spawn(async move {
-            match standby_off_thread(&shim).await {
+            match standby_off_thread(&shim, true).await {
                 Ok(mut sb) => {
+                    // Bounded: a shim that never says it waits (an older one, or one a busy
+                    // host starves) is dropped, and exits on its pipe's end.
                     let mut b = [0u8; 1];
-                    let waits = matches!(sb.reply.read(&mut b).await, Ok(1))
+                    let said = tokio::time::timeout(Duration::from_secs(5), sb.reply.read(&mut b));
+                    let waits = matches!(said.await, Ok(Ok(1)))
                         && b[0] == berth_shim::protocol::STANDBY_WAITS;
                     if waits {
                         let mut slot = pool.ready.lock().unwrap();
@@ -78,18 +82,19 @@ impl Pool {
 }
 
 /// A standby shim started from a blocking thread: the spawn's vfork stops the thread that
-/// calls it until the exec, which is not then the async one. For the pool and for parking
-/// a container (speculative work, see berth-shim's `--park`), which nothing waits for.
-async fn standby_off_thread(shim: &Path) -> std::io::Result<Standby> {
+/// calls it until the exec, which is not then the async one. `announce`: for the pool (see
+/// `Pool`).
+async fn standby_off_thread(shim: &Path, announce: bool) -> std::io::Result<Standby> {
     let shim = shim.to_path_buf();
-    tokio::task::spawn_blocking(move || standby(&shim))
+    tokio::task::spawn_blocking(move || standby(&shim, announce))
         .await
         .map_err(std::io::Error::other)?
 }
 
-fn standby(shim: &Path) -> std::io::Result<Standby> {
+fn standby(shim: &Path, announce: bool) -> std::io::Result<Standby> {
     let mut child = tokio::process::Command::new(shim)
         .arg("--standby")
+        .args(announce.then_some("--announce"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -152,17 +157,19 @@ pub async fn launch(
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let msg = berth_shim::protocol::encode_launch_args(&bytes);
     let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
-    let mut sb = if l.park {
-        standby_off_thread(&cfg.shim).await.map_err(started)?
-    } else {
-        match pool.take() {
-            Some(s) => s,
-            None => standby(&cfg.shim).map_err(started)?,
-        }
+    // Parking starts a shim of its own: the pool's is for creates someone waits on.
+    let pooled = if l.park { None } else { pool.take() };
+    let mut sb = match pooled {
+        Some(s) => s,
+        None => standby_off_thread(&cfg.shim, false)
+            .await
+            .map_err(started)?,
     };
     if sb.args.write_all(&msg).await.is_err() {
         // That standby shim is gone (killed while it waited): a new one.
-        sb = standby(&cfg.shim).map_err(started)?;
+        sb = standby_off_thread(&cfg.shim, false)
+            .await
+            .map_err(started)?;
         sb.args.write_all(&msg).await.map_err(started)?;
     }
     let pipe = if l.park {
@@ -184,13 +191,11 @@ pub async fn launch(
             }
         }
     }
-    // A standby shim says it waits before anything else; one taken from the pool said it
-    // there already.
-    let waited = reply
-        .iter()
-        .take_while(|&&b| b == berth_shim::protocol::STANDBY_WAITS)
-        .count();
-    berth_shim::protocol::decode_ready(&reply[waited..]).map(|()| pipe)
+    // Only pooled standbys announce themselves, and the pool read that byte; in case.
+    let reply = reply
+        .strip_prefix(&[berth_shim::protocol::STANDBY_WAITS])
+        .unwrap_or(&reply);
+    berth_shim::protocol::decode_ready(reply).map(|()| pipe)
 }
 
 /// A request as the shim reads it: one JSON line.
