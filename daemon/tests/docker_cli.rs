@@ -1229,16 +1229,22 @@ fn parked_containers_are_claimed_with_their_own_program() {
         let code = d.ok(&["wait", &id]).trim().to_string();
         (code, d.ok(&["logs", &id]))
     };
+    // `docker run -i --rm busybox cat` with `input`: what it printed.
+    let cat = |d: &Berthd, input: &[u8]| -> String {
+        let mut child = d
+            .cmd()
+            .args(["run", "-i", "--rm", "busybox", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
     // Not after a run with stdin (a parked shim has none to give).
-    let mut child = d
-        .cmd()
-        .args(["run", "-i", "--rm", "busybox", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdin.take());
-    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(cat(&d, b""), "");
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         parking(&d).is_empty(),
@@ -1307,21 +1313,7 @@ fn parked_containers_are_claimed_with_their_own_program() {
 
     // A run with stdin does not claim it (the parked shim has none to give).
     wait_parked(&d);
-    let mut child = d
-        .cmd()
-        .args(["run", "-i", "--rm", "busybox", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"through stdin\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin\n");
+    assert_eq!(cat(&d, b"through stdin\n"), "through stdin\n");
     d.ok(&["run", "-d", "busybox", "true"]);
 
     // Parked like that run, without its arguments and environment.
