@@ -157,11 +157,12 @@ pub async fn launch(
     let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     let msg = berth_shim::protocol::encode_launch_args(&bytes);
     let started = |e: std::io::Error| format!("starting {}: {e}", cfg.shim.display());
-    // Parking starts a shim of its own: the pool's is for creates someone waits on.
+    // Parking starts a shim of its own, its start-up in the background too (`--announce`):
+    // the pool's is for creates someone waits on.
     let pooled = if l.park { None } else { pool.take() };
     let mut sb = match pooled {
         Some(s) => s,
-        None => standby_off_thread(&cfg.shim, false)
+        None => standby_off_thread(&cfg.shim, l.park)
             .await
             .map_err(started)?,
     };
