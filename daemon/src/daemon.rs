@@ -91,11 +91,11 @@ impl Daemon {
     }
 
     /// A new container's first record, durably. `into_slot`: the directory is a slot, whose
-    /// blank record file (`util::blank_record`) and directory entries were made durable with
-    /// it, and the record is written in place: one fdatasync. Otherwise the directory was made by the create, and its
-    /// entry in `<data-root>/containers` is fsynced after the record, or a power loss could
-    /// take it. A blank record is one no create acknowledged: `restore` removes it (and skips a
-    /// torn one, with a warning).
+    /// blank record file (`util::blank_record`) and directory entries were made durable
+    /// with it, and the record is written in place: one fdatasync. Otherwise the directory
+    /// was made by the create, and its entry in `<data-root>/containers` is fsynced after the
+    /// record, or a power loss could take it. A blank record is one no create acknowledged:
+    /// `restore` removes it (and skips a torn one, with a warning).
     pub fn save_new(&self, c: &Ctr, into_slot: bool) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let rec = c.rec().clone();

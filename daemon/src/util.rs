@@ -238,38 +238,18 @@ pub struct BackgroundThread(Option<libc::c_int>);
 
 impl BackgroundThread {
     pub fn enter() -> BackgroundThread {
-        let prev = nice();
-        BackgroundThread(prev.filter(|_| set_nice(19).is_ok()))
+        use berth_shim::sys::{nice, set_nice, BACKGROUND_NICE};
+        let prev = nice().ok();
+        BackgroundThread(prev.filter(|_| set_nice(0, BACKGROUND_NICE).is_ok()))
     }
 }
 
 impl Drop for BackgroundThread {
     fn drop(&mut self) {
         if let Some(prev) = self.0 {
-            let _ = set_nice(prev);
+            let _ = berth_shim::sys::set_nice(0, prev);
         }
     }
-}
-
-/// The calling thread's nice value.
-fn nice() -> Option<libc::c_int> {
-    // SAFETY: getpriority(2) on the calling thread; -1 is also a valid nice value, told
-    // apart from an error by errno, cleared first.
-    unsafe {
-        *libc::__errno_location() = 0;
-        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
-        (n != -1 || *libc::__errno_location() == 0).then_some(n)
-    }
-}
-
-/// Sets the calling thread's nice value (Linux applies PRIO_PROCESS with id 0 to the
-/// calling thread).
-fn set_nice(n: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain setpriority(2).
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

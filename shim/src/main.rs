@@ -163,10 +163,11 @@ fn main() {
 fn standby(announce: bool) -> i32 {
     // `--announce` (berthd's pool): started ahead of need, so the start-up in the
     // background; waiting at the nice it was started at, which it then says on stdout.
-    let normal_nice = berth_shim::sys::nice().unwrap_or(0);
-    if announce {
-        let _ = berth_shim::sys::set_nice(0, berth_shim::sys::BACKGROUND_NICE);
-    }
+    let normal_nice = if announce {
+        berth_shim::sys::enter_background()
+    } else {
+        0
+    };
     // SAFETY: single-threaded here; the parent only exits.
     match unsafe { berth_shim::sys::fork() } {
         Err(e) => {
@@ -232,9 +233,9 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
     // session of our own would be an autogroup of its own, competing as an equal). A create
     // never waits for a container still being parked: it takes another slot. The shim
     // leaves for its own session, at normal priority, once the container is parked.
-    let normal_nice = berth_shim::sys::nice().unwrap_or(0);
+    let mut normal_nice = 0;
     if cfg.park {
-        let _ = berth_shim::sys::set_nice(0, berth_shim::sys::BACKGROUND_NICE);
+        normal_nice = berth_shim::sys::enter_background();
     } else if let Err(e) = berth_shim::sys::setsid() {
         return fail(&mut ready, format!("setsid: {e}"));
     }

@@ -171,12 +171,10 @@ impl Shim {
             return;
         };
         let mut b = [0u8; 64];
-        // SAFETY: reading into a local buffer of that size.
-        let n = unsafe { libc::read(fd.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
-        if n > 0
-            || (n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock)
-        {
-            return;
+        match sys::read(fd.as_raw_fd(), &mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => {}
+            _ => return,
         }
         self.launcher = None;
         if self.parked.take().is_some() {
@@ -593,11 +591,25 @@ impl Shim {
         }
     }
 
-    fn finish_shutdown(&mut self) {
+    /// What goes before a shim's last reply, after which the daemon may unmount the rootfs
+    /// and start another shim in the same state dir: the container's mount namespace, and
+    /// the control socket's path (see `unlink_socket`).
+    fn let_go(&mut self) {
         self.mnt_ns = None;
         self.unlink_socket();
+    }
+
+    fn finish_shutdown(&mut self) {
+        self.let_go();
         let reply = match container::delete(&self.cfg.runtime_root, &self.cfg.id, true) {
-            Ok(()) | Err(berth_runtime::Error::NotFound(_)) => Response::Ok,
+            Ok(()) => Response::Ok,
+            // The runtime's state went first (berthd removed a slot under a shim still
+            // parking, then went away): what this shim holds of the container is enough
+            // to remove its cgroups.
+            Err(berth_runtime::Error::NotFound(_)) => {
+                let _ = self.container.destroy();
+                Response::Ok
+            }
             Err(e) => Response::Error {
                 message: format!("delete container {}: {e}", self.cfg.id),
             },
@@ -1071,8 +1083,7 @@ impl Shim {
                         let reply = Response::Error {
                             message: format!("claim container {}: {e}", self.cfg.id),
                         };
-                        self.mnt_ns = None;
-                        self.unlink_socket();
+                        self.let_go();
                         if let Some(c) = self.conns[slot].as_mut() {
                             c.reply_last(&reply);
                         }
@@ -1083,7 +1094,7 @@ impl Shim {
             }
             Request::Shutdown { background } => {
                 if background {
-                    let _ = sys::set_nice(0, sys::BACKGROUND_NICE);
+                    sys::enter_background();
                 }
                 self.shutdown = true;
                 self.set_mode(slot, Mode::ShuttingDown);

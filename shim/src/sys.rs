@@ -47,6 +47,14 @@ pub fn nice() -> io::Result<libc::c_int> {
     }
 }
 
+/// This thread into the background ([`BACKGROUND_NICE`]); the nice it had, to go back to
+/// (0 if it could not be read). Best effort.
+pub fn enter_background() -> libc::c_int {
+    let prev = nice().unwrap_or(0);
+    let _ = set_nice(0, BACKGROUND_NICE);
+    prev
+}
+
 /// Sets the nice value of process `pid` (0: this thread).
 pub fn set_nice(pid: libc::pid_t, nice: libc::c_int) -> io::Result<()> {
     // SAFETY: plain setpriority(2).

@@ -477,10 +477,11 @@ pub async fn create(
     // answered and its start (in a `docker run`) has gone by: on two cores they would
     // compete with it.
     // Then a container like this one parked in one of them (unless it has stdin, a
-    // terminal, bind or volume mounts or --init; see `lifecycle::warm`), for the next create: both once this container's client is done with it —
-    // a `docker run -d`'s at the start, a `docker run --rm`'s at the removal it waits for —
-    // or 15 ms after the create, and both in the background (nice 19). In a loop of `docker run`s the
-    // next create comes 12-15 ms after.
+    // terminal, bind or volume mounts or --init; see `lifecycle::warm`), for the next
+    // create: both once this container's client is done with it — a `docker run -d`'s at
+    // the start, a `docker run --rm`'s at the removal it waits for — or 15 ms after the
+    // create, and both in the background (nice 19). In a loop of `docker run`s the next
+    // create comes 12-15 ms after.
     let (d, template) = (d.clone(), ctr.rec().clone());
     let auto_remove = template.host_config.auto_remove;
     let mut life = ctr.life.subscribe();
@@ -492,7 +493,7 @@ pub async fn create(
         let parked = super::lifecycle::warm(d.clone(), template.clone()).await;
         let (d2, image_id) = (d.clone(), template.image_id.clone());
         let _ = tokio::task::spawn_blocking(move || {
-            // Ahead of need: in the background (see `util::set_background`); a create that
+            // Ahead of need: in the background (see `util::BackgroundThread`); a create that
             // finds no slot makes its directories itself.
             let _bg = crate::util::BackgroundThread::enter();
             if let Ok(dirs) = super::lifecycle::image_lowers(&d2, &image_id) {

@@ -296,8 +296,9 @@ async fn claim(
 ///
 /// Parking runs in the background (nice 19, see berth-shim's `--park`): after an attached
 /// create too (`docker run`, `--rm` or not), once its client is done with it (see
-/// `create`), it yields the CPU to that container's exit and its client. Not for containers with stdin or a
-/// terminal, whose shim sets them up at the create.
+/// `create`), it yields the CPU to that container's exit and its client. Not for containers
+/// with stdin or a terminal (their shim sets them up at the create), nor with the mounts
+/// below.
 pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     let c = &template.config;
     // Bind and volume mounts (and --init's docker-init) are made when parking: a file
@@ -328,7 +329,7 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
     rec.config.env.clear();
     let paths = d.paths(&id);
     let made = async {
-        // The bundle, like the shim, in the background (see `util::set_background`).
+        // The bundle, like the shim, in the background (see `util::BackgroundThread`).
         let bundle = {
             let (d, rec, paths) = (d.clone(), rec.clone(), paths.clone());
             tokio::task::spawn_blocking(move || {
@@ -784,7 +785,7 @@ async fn remove_after_exit(d: &Arc<Daemon>, c: &Arc<Ctr>) {
 /// The container's shim (a held one, or one a crash left), overlay, bundle, record and log,
 /// and with `volumes` its anonymous volumes. `background`: nobody waits for it (a `--rm`
 /// container's removal, once its waiters have their answer), so the shim's shutdown and the
-/// file work run in the background (see `util::set_background`).
+/// file work run in the background (see `util::BackgroundThread`).
 async fn remove_files(
     d: &Arc<Daemon>,
     c: &Arc<Ctr>,
@@ -793,10 +794,7 @@ async fn remove_files(
 ) -> ApiResult<()> {
     let paths = d.paths(&c.id);
     if paths.shim.join(berth_shim::protocol::SOCKET).exists() {
-        if !shut_down_shim_bg(d, &c.id, background).await {
-            c.set_shim_lingering();
-        }
-        c.set_held(false);
+        shut_down_shim_in(d, c, background).await;
     }
     // A shim that did not finish may still hold the container's mount namespace, and with
     // it the overlay's upper dir: not recycled then.
@@ -875,7 +873,13 @@ fn remove_volumes(d: &Daemon, c: &Ctr, volumes: bool) -> ApiResult<()> {
 /// start) or one whose container has exited: it deletes the container from the runtime and
 /// exits; its state dir goes with it.
 pub async fn shut_down_shim(d: &Daemon, c: &Ctr) {
-    if !shut_down_shim_bg(d, &c.id, false).await {
+    shut_down_shim_in(d, c, false).await
+}
+
+/// [`shut_down_shim`]; `background`: the shim does it in the background (nobody waits). A
+/// shim that did not finish in time is marked on the container (see `remove_files`).
+async fn shut_down_shim_in(d: &Daemon, c: &Ctr, background: bool) {
+    if !shut_down_shim_bg(d, &c.id, background).await {
         c.set_shim_lingering();
     }
     c.set_held(false);

@@ -192,7 +192,7 @@ pub async fn launch(
             }
         }
     }
-    // Only pooled standbys announce themselves, and the pool read that byte; in case.
+    // A parking shim announces itself (the pool reads its own standby's byte).
     let reply = reply
         .strip_prefix(&[berth_shim::protocol::STANDBY_WAITS])
         .unwrap_or(&reply);
