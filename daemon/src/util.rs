@@ -238,9 +238,7 @@ pub struct BackgroundThread(Option<libc::c_int>);
 
 impl BackgroundThread {
     pub fn enter() -> BackgroundThread {
-        use berth_shim::sys::{nice, set_nice, BACKGROUND_NICE};
-        let prev = nice().ok();
-        BackgroundThread(prev.filter(|_| set_nice(0, BACKGROUND_NICE).is_ok()))
+        BackgroundThread(Some(berth_shim::sys::enter_background()))
     }
 }
 

@@ -198,8 +198,6 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program> {
     })
 }
 
-/// SCMP_ACT_NOTIFY is usable only with an agent to hand the listener to, and never on the
-/// syscalls that hand it over (the child would wait for an agent that has no listener yet).
 /// Classic BPF instructions in their in-memory layout (8 bytes each, native endian), as
 /// libseccomp exports them and the cache stores them.
 fn filter_from_bytes(bytes: &[u8]) -> Vec<libc::sock_filter> {
@@ -214,6 +212,8 @@ fn filter_from_bytes(bytes: &[u8]) -> Vec<libc::sock_filter> {
         .collect()
 }
 
+/// SCMP_ACT_NOTIFY is usable only with an agent to hand the listener to, and never on the
+/// syscalls that hand it over (the child would wait for an agent that has no listener yet).
 fn notify_listener(s: &LinuxSeccomp) -> Result<Option<Listener>> {
     const NOTIFY: &str = "SCMP_ACT_NOTIFY";
     if name_of(&s.default_action()) == NOTIFY {

@@ -130,13 +130,13 @@ fn open_log(path: &Path) -> io::Result<File> {
 }
 
 impl LogWriter {
-    /// Open (appending to) `path`; `max_size` 0 means no rotation.
     /// Rotation limits from now on (a parked container's claim names them).
     pub fn set_limits(&mut self, max_size: u64, max_files: u32) {
         self.max_size = max_size;
         self.max_files = max_files;
     }
 
+    /// Open (appending to) `path`; `max_size` 0 means no rotation.
     pub fn open(path: &Path, max_size: u64, max_files: u32) -> Result<LogWriter, LogError> {
         let file = open_log(path).map_err(|err| LogError::Io {
             op: "open",

@@ -6,7 +6,7 @@
 //! on stderr if the container could not be created, 2 for bad arguments.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 
@@ -268,11 +268,8 @@ fn serve(cfg: Config, ready: OwnedFd, t0: std::time::Instant) -> i32 {
         }
         // Our stdin is the launcher's pipe (see `Shim::watch_launcher`); a copy, before
         // the standard descriptors go to /dev/null below.
-        // SAFETY: fcntl(F_DUPFD_CLOEXEC) of fd 0; the result is checked and owned here.
-        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
-        if fd >= 0 {
-            // SAFETY: fd was just made and is owned by nothing else.
-            shim.watch_launcher(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let Ok(fd) = std::io::stdin().as_fd().try_clone_to_owned() {
+            shim.watch_launcher(fd);
         }
     }
     // Our stdio belonged to whoever started us: from now on, a log file in the state dir.

@@ -419,10 +419,8 @@ pub async fn create(
             tokio::spawn(async move { super::lifecycle::discard_slot(&d, &id).await });
             return e;
         }
-        let _ = rootfs::unmount(&paths);
-        let _ = std::fs::remove_dir(&paths.rootfs);
-        let _ = std::fs::remove_dir_all(&paths.bundle);
-        // The record and overlay directories and the cgroups made ahead (slot or not).
+        // Its rootfs mount, bundle, record and overlay directories and the cgroups made
+        // ahead (slot or not).
         d.slots.remove(&id);
         e
     };

@@ -204,7 +204,6 @@ fn write_config(
         },
     )?;
     std::fs::create_dir_all(&paths.bundle)?;
-    let cfg = serde_json::to_value(&cfg).expect("spec serialises");
     util::replace_file(
         &paths.bundle.join("config.json"),
         &serde_json::to_vec(&cfg).expect("spec serialises"),
@@ -349,8 +348,8 @@ pub async fn warm(d: Arc<Daemon>, template: Record) -> bool {
             .map_err(ApiError::internal)?;
         Ok::<_, ApiError>(super::slots::Warm {
             config: without_program(config),
-            netns: netns.map(Arc::new),
-            pipe: pipe.map(Arc::new),
+            netns,
+            pipe,
         })
     }
     .await;

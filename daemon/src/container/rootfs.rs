@@ -197,13 +197,11 @@ pub fn unmount_reporting_busy(paths: &Paths) -> io::Result<bool> {
         return Ok(false);
     }
     let t = cstr(&merged)?;
-    // SAFETY: t is a valid NUL-terminated path.
-    if unsafe { libc::umount2(t.as_ptr(), 0) } == 0 {
+    use berth_runtime::sys::umount2;
+    if umount2(&t, 0).is_ok() {
         return Ok(false);
     }
-    // SAFETY: as above.
-    if unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) } != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = umount2(&t, libc::MNT_DETACH) {
         return Err(io::Error::new(
             e.kind(),
             format!("unmount {}: {e}", merged.display()),

@@ -77,16 +77,15 @@ pub struct Slot {
 }
 
 /// A slot's parked container.
-#[derive(Clone)]
 pub struct Warm {
     /// The config.json it was created from, without what a claim may change (see
     /// `lifecycle::claim`).
     pub config: serde_json::Value,
     /// The network namespace it is in, None with the host's: held open while it is parked,
     /// since a claim's config names it by the same descriptor path.
-    pub netns: Option<std::sync::Arc<crate::netns::Netns>>,
+    pub netns: Option<crate::netns::Netns>,
     /// Kept open while parked (see `shim::ParkedPipe`).
-    pub pipe: Option<std::sync::Arc<super::shim::ParkedPipe>>,
+    pub pipe: Option<super::shim::ParkedPipe>,
 }
 
 /// An image's overlay lower layers, as a container of it is mounted.

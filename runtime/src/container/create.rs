@@ -676,7 +676,8 @@ fn await_child_after(
                 return Ok(());
             }
             let mut detail = vec![0u8; (r.detail_len as usize).min(Report::MAX_DETAIL)];
-            let n = read_full(sync.as_fd(), &mut detail)?;
+            let n = sys::read_full(sync.as_fd(), &mut detail)
+                .map_err(|e| Error::sys("read from container init", e))?;
             return Err(Error::Init(init::describe(plan, &f, names, &detail[..n])));
         }
         // A parked init reports parked where another reports ready.
@@ -718,19 +719,6 @@ fn recv_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedF
 }
 
 /// Read until `buf` is full or the writer is gone; returns how much was read.
-pub(super) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = sys::read(fd, &mut buf[got..])
-            .map_err(|e| Error::sys("read from container init", e))?;
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    Ok(got)
-}
-
 fn join_cstrings(cgroup: &Cgroup, born_in_unified: bool) -> Result<Vec<CString>> {
     cgroup
         .join_files(born_in_unified)

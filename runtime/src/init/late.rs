@@ -185,12 +185,8 @@ pub struct Program<'a> {
 }
 
 fn read_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match sys::read(fd, &mut buf[got..])? {
-            0 => return Err(io::Error::from_raw_os_error(libc::EPIPE)),
-            n => got += n,
-        }
+    if sys::read_full(fd, buf)? < buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::EPIPE));
     }
     Ok(())
 }
